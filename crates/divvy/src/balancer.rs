@@ -1,0 +1,400 @@
+//! The balancer: validated backend sets, published as snapshots, picked from without locks.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ahash::RandomState;
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
+use crate::clock::{Clock, SystemClock};
+use crate::context::Context;
+use crate::error::{BackendError, PickError, UpdateError};
+use crate::health::{BackendStats, HealthConfig, HealthEvent, HealthState, Registry};
+use crate::live::{flag, Live, PICK_ONE};
+use crate::pick::Pick;
+use crate::strategy::Strategy;
+use crate::view::{Member, View};
+
+/// A load balancer: a strategy over a published backend set, with health and load tracking.
+///
+/// Cheap to clone (an `Arc`); clones share everything. [`pick`](Self::pick) is one atomic load of
+/// the current snapshot plus the strategy's own work: no lock, no allocation.
+/// [`update`](Self::update) validates a new set as a whole, lets the strategy prepare it, and swaps
+/// it in atomically; an invalid set is rejected with a typed error and the previous set keeps
+/// serving. Per-backend state (in flight, counters, latency, health) is keyed by identity and
+/// survives updates for backends that stay.
+///
+/// ```
+/// use divvy::{Backend, Balancer, Context, strategy::WeightedRoundRobin};
+///
+/// let lb = Balancer::new(
+///     WeightedRoundRobin::new(),
+///     vec![Backend::new("a").weight(5), Backend::new("b"), Backend::new("c")],
+/// )?;
+/// let seq: String = (0..7).map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned()).collect();
+/// assert_eq!(seq, "aabacaa"); // nginx's smooth weighted sequence
+/// # Ok::<(), divvy::UpdateError>(())
+/// ```
+pub struct Balancer<S: Strategy> {
+    shared: Arc<Shared<S>>,
+}
+
+struct Shared<S: Strategy> {
+    strategy: S,
+    current: ArcSwap<Snapshot<S::Prepared>>,
+    registry: Arc<Registry>,
+    /// Identity → live state of the current set; also serialises updates.
+    lives: Mutex<HashMap<Arc<str>, Arc<Live>, RandomState>>,
+    tracks_total: bool,
+}
+
+struct Snapshot<P> {
+    members: Box<[Arc<Member>]>,
+    by_key: HashMap<u64, u32, RandomState>,
+    backends: Arc<[Backend]>,
+    prepared: P,
+    version: u64,
+}
+
+impl<S: Strategy> Clone for Balancer<S> {
+    fn clone(&self) -> Self {
+        Balancer {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// Builder for a [`Balancer`] with non-default health configuration or clock.
+pub struct BalancerBuilder<S> {
+    strategy: S,
+    health: HealthConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl<S: Strategy> BalancerBuilder<S> {
+    /// Sets the health configuration. Default is [`HealthConfig::default`] (nginx's
+    /// `max_fails=1 fail_timeout=10s`, HAProxy's `rise 2 fall 3`, Envoy's 50 % panic threshold).
+    pub fn health(&mut self, config: HealthConfig) -> &mut Self {
+        self.health = config;
+        self
+    }
+
+    /// Sets the clock health rules read. Default is [`SystemClock`]; tests inject a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(&mut self, clock: impl Clock) -> &mut Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Validates `backends`, prepares the strategy and builds the balancer.
+    pub fn build(
+        self,
+        backends: impl IntoIterator<Item = Backend>,
+    ) -> Result<Balancer<S>, UpdateError> {
+        let registry = Arc::new(Registry::new(self.health, self.clock));
+        let backends: Vec<Backend> = backends.into_iter().collect();
+        validate(&backends)?;
+        let prepared = self.strategy.prepare(&backends)?;
+        let tracks_total = self.strategy.tracks_total_in_flight();
+        let mut lives = HashMap::with_hasher(RandomState::new());
+        let (snapshot, events) = build_snapshot(&registry, &mut lives, backends, prepared, 0, true);
+        registry.recount(&registry.lock(), snapshot.members.iter().map(|m| &*m.live));
+        for e in events {
+            registry.emit(Some(e));
+        }
+        Ok(Balancer {
+            shared: Arc::new(Shared {
+                strategy: self.strategy,
+                current: ArcSwap::from_pointee(snapshot),
+                registry,
+                lives: Mutex::new(lives),
+                tracks_total,
+            }),
+        })
+    }
+}
+
+impl<S: Strategy> Balancer<S> {
+    /// A balancer over `backends` with the default health configuration and the system clock.
+    pub fn new(
+        strategy: S,
+        backends: impl IntoIterator<Item = Backend>,
+    ) -> Result<Self, UpdateError> {
+        Self::builder(strategy).build(backends)
+    }
+
+    /// A builder, for health configuration or an injected clock.
+    pub fn builder(strategy: S) -> BalancerBuilder<S> {
+        BalancerBuilder {
+            strategy,
+            health: HealthConfig::default(),
+            clock: Arc::new(SystemClock::new()),
+        }
+    }
+
+    /// Chooses a backend for a request.
+    ///
+    /// A sticky target in `ctx` that is in the set and can take the request (up or draining,
+    /// healthy or in panic, below its limit, not excluded) wins; otherwise the strategy picks.
+    #[inline]
+    pub fn pick(&self, ctx: &Context<'_>) -> Result<Pick, PickError> {
+        let shared = &*self.shared;
+        let snap = shared.current.load();
+        let view = View::new(&snap.members, ctx.get_exclude(), &shared.registry);
+        if let Some(key) = ctx.get_sticky() {
+            if let Some(&i) = snap.by_key.get(&key) {
+                if view.is_available_pinned(i as usize) {
+                    return Ok(self.grant(&snap.members[i as usize]));
+                }
+            }
+        }
+        match shared.strategy.pick(&snap.prepared, ctx, &view) {
+            Some(i) => Ok(self.grant(&snap.members[i])),
+            None => Err(PickError::NoneAvailable {
+                total: snap.members.len(),
+            }),
+        }
+    }
+
+    #[inline]
+    fn grant(&self, member: &Arc<Member>) -> Pick {
+        let live = &member.live;
+        live.load.fetch_add(PICK_ONE, Relaxed);
+        if live.flags.load(Relaxed) & (flag::HAS_FAILS | flag::EJECTED) != 0 {
+            live.registry.on_picked(live);
+        }
+        if self.shared.tracks_total {
+            self.shared.registry.total_in_flight.fetch_add(1, Relaxed);
+        }
+        Pick::new(member.clone(), self.shared.tracks_total)
+    }
+
+    /// Replaces the backend set. The new set is validated as a whole and prepared by the strategy
+    /// before it is published; on error the previous set keeps serving, untouched.
+    pub fn update(&self, backends: impl IntoIterator<Item = Backend>) -> Result<(), UpdateError> {
+        let backends: Vec<Backend> = backends.into_iter().collect();
+        validate(&backends)?;
+        let prepared = self.shared.strategy.prepare(&backends)?;
+        let mut lives = self.shared.lives.lock();
+        let version = self.shared.current.load().version + 1;
+        let registry = &self.shared.registry;
+        let (snapshot, events) =
+            build_snapshot(registry, &mut lives, backends, prepared, version, false);
+        {
+            let guard = registry.lock();
+            registry.recount(&guard, snapshot.members.iter().map(|m| &*m.live));
+            self.shared.current.store(Arc::new(snapshot));
+        }
+        drop(lives);
+        for e in events {
+            registry.emit(Some(e));
+        }
+        Ok(())
+    }
+
+    /// The backends of the current set, in configuration order.
+    pub fn backends(&self) -> Arc<[Backend]> {
+        self.shared.current.load().backends.clone()
+    }
+
+    /// The version of the current set: 0 for the first, +1 per successful update.
+    pub fn version(&self) -> u64 {
+        self.shared.current.load().version
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> &S {
+        &self.shared.strategy
+    }
+
+    /// The health configuration.
+    pub fn health_config(&self) -> &HealthConfig {
+        &self.shared.registry.config
+    }
+
+    /// Reports an active health-check result for the backend named `id` (HAProxy `rise`/`fall`).
+    pub fn report_probe(&self, id: &str, ok: bool) -> Result<(), BackendError> {
+        let live = self.live(id)?;
+        self.shared.registry.on_probe(&live, ok);
+        Ok(())
+    }
+
+    /// Overrides the operator state of backend `id` (`None` returns to the configured state).
+    /// The override wins over health and survives updates while the backend stays in the set.
+    pub fn set_admin_state(&self, id: &str, state: Option<AdminState>) -> Result<(), BackendError> {
+        let live = self.live(id)?;
+        self.shared.registry.set_override(&live, state);
+        Ok(())
+    }
+
+    /// The health of backend `id`.
+    pub fn health(&self, id: &str) -> Result<HealthState, BackendError> {
+        Ok(HealthState::from_flags(self.live(id)?.flags.load(Relaxed)))
+    }
+
+    /// Calls `f` on every health transition, after the transition took effect. `f` runs on the
+    /// thread that caused it (a pick's outcome, a probe report, an update), so it should be quick:
+    /// log, bump a metric, or send on a channel.
+    pub fn subscribe(&self, f: impl Fn(&HealthEvent) + Send + Sync + 'static) {
+        self.shared.registry.subscribe(Arc::new(f));
+    }
+
+    /// A point-in-time view of every backend of the current set, in configuration order.
+    pub fn stats(&self) -> Vec<BackendStats> {
+        let snap = self.shared.current.load();
+        let view = View::new(&snap.members, &[], &self.shared.registry);
+        snap.members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let live = &m.live;
+                let flags = live.flags.load(Relaxed);
+                BackendStats {
+                    id: live.id.clone(),
+                    tier: m.backend.get_tier(),
+                    weight: m.backend.get_weight(),
+                    effective_weight: view.effective_weight(i),
+                    admin: live.admin(),
+                    health: HealthState::from_flags(flags),
+                    available: view.is_available(i),
+                    in_flight: live.in_flight(),
+                    picks: live.picks(),
+                    successes: live.successes.load(Relaxed),
+                    failures: live.failures.load(Relaxed),
+                    ejections: live.machine.lock().ejections,
+                    consecutive_failures: live.consecutive_failures.load(Relaxed),
+                    latency_ewma: live
+                        .latency_ewma_nanos()
+                        .map(|n| Duration::from_nanos(n as u64)),
+                }
+            })
+            .collect()
+    }
+
+    fn live(&self, id: &str) -> Result<Arc<Live>, BackendError> {
+        let snap = self.shared.current.load();
+        snap.by_key
+            .get(&crate::hash::backend_key(id))
+            .map(|&i| &snap.members[i as usize])
+            .filter(|m| m.backend.id() == id)
+            .map(|m| m.live.clone())
+            .ok_or_else(|| BackendError::Unknown { id: id.into() })
+    }
+}
+
+impl<S: Strategy + fmt::Debug> fmt::Debug for Balancer<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let snap = self.shared.current.load();
+        f.debug_struct("Balancer")
+            .field("strategy", &self.shared.strategy)
+            .field("version", &snap.version)
+            .field("backends", &snap.backends)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> fmt::Debug for BalancerBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BalancerBuilder")
+            .field("health", &self.health)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a set as a whole; the first problem found is reported, naming the backend.
+pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
+    if backends.is_empty() {
+        return Err(UpdateError::Empty);
+    }
+    let mut seen: HashMap<&str, usize, RandomState> =
+        HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
+    for (i, b) in backends.iter().enumerate() {
+        let id = b.id_arc();
+        if id.is_empty() {
+            return Err(UpdateError::EmptyId { index: i });
+        }
+        if let Some(first) = seen.insert(b.id(), i) {
+            return Err(UpdateError::Duplicate {
+                id: id.clone(),
+                first,
+                second: i,
+            });
+        }
+        match b.get_weight() {
+            0 => return Err(UpdateError::ZeroWeight { id: id.clone() }),
+            w if w > MAX_WEIGHT => {
+                return Err(UpdateError::WeightTooLarge {
+                    id: id.clone(),
+                    weight: w,
+                })
+            }
+            _ => {}
+        }
+        if usize::from(b.get_tier()) >= MAX_TIERS {
+            return Err(UpdateError::TierTooLarge {
+                id: id.clone(),
+                tier: b.get_tier(),
+            });
+        }
+        if b.get_max_in_flight() == Some(0) {
+            return Err(UpdateError::ZeroMaxInFlight { id: id.clone() });
+        }
+    }
+    Ok(())
+}
+
+/// Builds the members of a validated set, reusing live state by identity. The caller recounts
+/// health under the registry lock, publishes, then emits the returned events.
+fn build_snapshot<P>(
+    registry: &Arc<Registry>,
+    lives: &mut HashMap<Arc<str>, Arc<Live>, RandomState>,
+    backends: Vec<Backend>,
+    prepared: P,
+    version: u64,
+    first: bool,
+) -> (Snapshot<P>, Vec<HealthEvent>) {
+    let now = registry.now_nanos();
+    let mut next: HashMap<Arc<str>, Arc<Live>, RandomState> =
+        HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
+    let mut by_key = HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
+    let mut events = Vec::new();
+    let mut members = Vec::with_capacity(backends.len());
+    for (i, b) in backends.iter().enumerate() {
+        let live = match lives.remove(b.id()) {
+            Some(live) => live,
+            None => {
+                let live = Arc::new(Live::new(b.id_arc().clone(), registry.clone()));
+                if !first {
+                    registry.joined(&live, now);
+                }
+                live
+            }
+        };
+        live.tier.store(b.get_tier(), Relaxed);
+        live.in_set.store(true, Relaxed);
+        events.extend(registry.apply_config(&live, b.get_state(), now));
+        by_key.insert(b.key(), i as u32);
+        next.insert(b.id_arc().clone(), live.clone());
+        members.push(Arc::new(Member {
+            backend: b.clone(),
+            live,
+        }));
+    }
+    for gone in lives.values() {
+        gone.in_set.store(false, Relaxed);
+    }
+    *lives = next;
+    let snapshot = Snapshot {
+        members: members.into_boxed_slice(),
+        by_key,
+        backends: backends.into(),
+        prepared,
+        version,
+    };
+    (snapshot, events)
+}
