@@ -398,3 +398,12 @@ fn build_snapshot<P>(
     };
     (snapshot, events)
 }
+
+#[cfg(test)]
+impl<S: Strategy> Balancer<S> {
+    /// (eligible, healthy) as the registry counts them, for invariant tests.
+    pub(crate) fn shared_counts(&self) -> (u32, u32) {
+        let t = &self.shared.registry.total;
+        (t.eligible.load(Relaxed), t.healthy.load(Relaxed))
+    }
+}
