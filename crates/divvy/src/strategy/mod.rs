@@ -53,9 +53,11 @@ use crate::context::Context;
 use crate::error::UpdateError;
 use crate::view::View;
 
+mod p2c;
 mod random;
 mod round_robin;
 
+pub use p2c::{Cost, PowerOfTwoChoices};
 pub use random::Random;
 pub use round_robin::RoundRobin;
 
