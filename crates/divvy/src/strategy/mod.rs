@@ -53,10 +53,12 @@ use crate::context::Context;
 use crate::error::UpdateError;
 use crate::view::View;
 
+mod failover;
 mod p2c;
 mod random;
 mod round_robin;
 
+pub use failover::Failover;
 pub use p2c::{Cost, PowerOfTwoChoices};
 pub use random::Random;
 pub use round_robin::RoundRobin;
