@@ -54,8 +54,10 @@ use crate::error::UpdateError;
 use crate::view::View;
 
 mod round_robin;
+mod weighted;
 
 pub use round_robin::RoundRobin;
+pub use weighted::{Schedule, WeightedRoundRobin};
 
 /// A load-balancing strategy. See the [module docs](self) for the contract and an example.
 pub trait Strategy: Send + Sync + 'static {
