@@ -53,9 +53,11 @@ use crate::context::Context;
 use crate::error::UpdateError;
 use crate::view::View;
 
+mod least_conn;
 mod round_robin;
 mod weighted;
 
+pub use least_conn::{CurrentWeights, LeastConnections};
 pub use round_robin::RoundRobin;
 pub use weighted::{Schedule, WeightedRoundRobin};
 
