@@ -53,10 +53,12 @@ use crate::context::Context;
 use crate::error::UpdateError;
 use crate::view::View;
 
+mod ip_hash;
 mod least_conn;
 mod round_robin;
 mod weighted;
 
+pub use ip_hash::{IpHash, Placement};
 pub use least_conn::{CurrentWeights, LeastConnections};
 pub use round_robin::RoundRobin;
 pub use weighted::{Schedule, WeightedRoundRobin};
