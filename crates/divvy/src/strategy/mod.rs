@@ -54,14 +54,20 @@ use crate::error::UpdateError;
 use crate::view::View;
 
 mod failover;
+mod ip_hash;
+mod least_conn;
 mod p2c;
 mod random;
 mod round_robin;
+mod weighted;
 
 pub use failover::Failover;
+pub use ip_hash::{IpHash, Placement};
+pub use least_conn::{CurrentWeights, LeastConnections};
 pub use p2c::{Cost, PowerOfTwoChoices};
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use weighted::{Schedule, WeightedRoundRobin};
 
 /// A load-balancing strategy. See the [module docs](self) for the contract and an example.
 pub trait Strategy: Send + Sync + 'static {
