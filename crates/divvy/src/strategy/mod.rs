@@ -53,8 +53,11 @@ use crate::context::Context;
 use crate::error::UpdateError;
 use crate::view::View;
 
+mod bounded;
+mod ketama;
 mod round_robin;
 
+pub use ketama::Ketama;
 pub use round_robin::RoundRobin;
 
 /// A load-balancing strategy. See the [module docs](self) for the contract and an example.
