@@ -55,9 +55,11 @@ use crate::view::View;
 
 mod bounded;
 mod ketama;
+mod maglev;
 mod round_robin;
 
 pub use ketama::Ketama;
+pub use maglev::Maglev;
 pub use round_robin::RoundRobin;
 
 /// A load-balancing strategy. See the [module docs](self) for the contract and an example.
