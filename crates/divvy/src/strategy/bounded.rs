@@ -133,6 +133,218 @@ pub(crate) fn scan_with_room(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::{Ketama, Maglev, Strategy};
+    use crate::{Backend, Balancer, Context, Pick};
+    use proptest::prelude::{any, prop, prop_assert, proptest, ProptestConfig};
+    use proptest::strategy::Strategy as _;
+
+    /// `⌈c · t · w / W⌉` for `c = num / den`, in integers: the bound a backend of weight `w` may
+    /// reach once `t` requests are in flight, written independently of `Room`.
+    fn bound(num: u64, den: u64, t: u64, w: u64, total_w: u64) -> u64 {
+        (num * t * w).div_ceil(den * total_w)
+    }
+
+    fn set(weights: &[u32]) -> Vec<Backend> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| Backend::new(format!("10.0.0.{i}:80")).weight(w))
+            .collect()
+    }
+
+    fn pick<S: Strategy>(lb: &Balancer<S>, key: &[u8]) -> Pick {
+        lb.pick(&Context::new().key(key)).unwrap()
+    }
+
+    /// Holds `picks` requests for one hot key, then checks every backend against its bound.
+    fn hot_key_respects_the_bound<S: Strategy>(
+        strategy: S,
+        weights: &[u32],
+        (num, den): (u64, u64),
+    ) {
+        let lb = Balancer::new(strategy, set(weights)).unwrap();
+        let total_w: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let mut held = Vec::new();
+        for t in 1..=200u64 {
+            held.push(pick(&lb, b"hot"));
+            for (i, s) in lb.stats().iter().enumerate() {
+                let limit = bound(num, den, t, u64::from(weights[i]), total_w);
+                assert!(
+                    u64::from(s.in_flight) <= limit,
+                    "{} has {} > {limit} after {t}",
+                    s.id,
+                    s.in_flight
+                );
+            }
+        }
+        // And the hot key did spread: no single backend holds it all.
+        assert!(lb.stats().iter().all(|s| u64::from(s.in_flight) < 200));
+    }
+
+    #[test]
+    fn a_hot_key_spreads_without_exceeding_the_bound_on_the_ring() {
+        hot_key_respects_the_bound(Ketama::new().bounded_load(1.25), &[1, 1, 1, 1, 1], (5, 4));
+        hot_key_respects_the_bound(Ketama::new().bounded_load(1.0), &[1, 1, 1], (1, 1));
+        hot_key_respects_the_bound(Ketama::new().bounded_load(1.5), &[1, 2, 3, 4], (3, 2));
+    }
+
+    #[test]
+    fn a_hot_key_spreads_without_exceeding_the_bound_in_the_table() {
+        hot_key_respects_the_bound(Maglev::new().bounded_load(1.25), &[1, 1, 1, 1, 1], (5, 4));
+        hot_key_respects_the_bound(Maglev::new().bounded_load(1.0), &[1, 1, 1], (1, 1));
+        hot_key_respects_the_bound(Maglev::new().bounded_load(1.5), &[1, 2, 3, 4], (3, 2));
+    }
+
+    fn unbounded_hot_key_stays_put<S: Strategy>(strategy: S) {
+        assert!(!strategy.tracks_total_in_flight());
+        let lb = Balancer::new(strategy, set(&[1, 1, 1, 1, 1])).unwrap();
+        let held: Vec<Pick> = (0..100).map(|_| pick(&lb, b"hot")).collect();
+        let first = held[0].backend().id();
+        assert!(held.iter().all(|p| p.backend().id() == first));
+        assert_eq!(held[0].in_flight(), 100);
+    }
+
+    #[test]
+    fn without_a_bound_a_hot_key_always_maps_to_one_backend() {
+        unbounded_hot_key_stays_put(Ketama::new());
+        unbounded_hot_key_stays_put(Maglev::new());
+    }
+
+    #[test]
+    fn bounded_strategies_ask_for_the_in_flight_total() {
+        assert!(Ketama::new().bounded_load(1.25).tracks_total_in_flight());
+        assert!(Maglev::new().bounded_load(1.25).tracks_total_in_flight());
+    }
+
+    #[test]
+    fn a_light_key_stays_on_its_backend_under_a_bound() {
+        // Below the bound nothing moves: the bounded strategies route as the unbounded ones.
+        for c in [1.0, 1.25] {
+            let plain = Balancer::new(Ketama::new(), set(&[1, 2, 1])).unwrap();
+            let bounded = Balancer::new(Ketama::new().bounded_load(c), set(&[1, 2, 1])).unwrap();
+            let plain_m = Balancer::new(Maglev::new(), set(&[1, 2, 1])).unwrap();
+            let bounded_m = Balancer::new(Maglev::new().bounded_load(c), set(&[1, 2, 1])).unwrap();
+            for i in 0..300 {
+                let k = format!("k{i}");
+                assert_eq!(
+                    pick(&plain, k.as_bytes()).backend().id(),
+                    pick(&bounded, k.as_bytes()).backend().id()
+                );
+                assert_eq!(
+                    pick(&plain_m, k.as_bytes()).backend().id(),
+                    pick(&bounded_m, k.as_bytes()).backend().id()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_load_factor_below_one_is_rejected_when_the_balancer_is_built() {
+        let err = Balancer::new(Ketama::new().bounded_load(0.9), set(&[1, 1])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UpdateError::Strategy {
+                    strategy: "ketama",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = Balancer::new(Maglev::new().bounded_load(f64::NAN), set(&[1, 1])).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UpdateError::Strategy {
+                    strategy: "maglev",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    /// One step of a random workload: pick for key `k` (0 is the hot key) and hold it, or end the
+    /// held request at `drop` (an index into those held, modulo their number).
+    #[derive(Clone, Debug)]
+    enum Op {
+        Pick(u8),
+        Drop(prop::sample::Index),
+    }
+
+    fn ops() -> impl proptest::strategy::Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(
+            proptest::prop_oneof![
+                6 => proptest::prelude::Just(0u8).prop_map(Op::Pick),
+                3 => (0u8..40).prop_map(Op::Pick),
+                2 => any::<prop::sample::Index>().prop_map(Op::Drop),
+            ],
+            1..300,
+        )
+    }
+
+    /// At every pick, the chosen backend ends at most at its bound for the new total: before the
+    /// pick it had room, `load < ⌈c · (T + 1) · w / W⌉`.
+    fn every_pick_respects_the_bound<S: Strategy>(
+        strategy: S,
+        weights: &[u32],
+        (num, den): (u64, u64),
+        ops: &[Op],
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let lb = Balancer::new(strategy, set(weights)).unwrap();
+        let total_w: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+        let mut held: Vec<Pick> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Pick(k) => {
+                    let p = pick(&lb, format!("key-{k}").as_bytes());
+                    held.push(p);
+                    let p = held.last().unwrap();
+                    let i: usize = p.backend().id()[7..]
+                        .trim_end_matches(":80")
+                        .parse()
+                        .unwrap();
+                    let limit = bound(num, den, held.len() as u64, u64::from(weights[i]), total_w);
+                    prop_assert!(
+                        u64::from(p.in_flight()) <= limit,
+                        "{} at {} > {}",
+                        p.backend().id(),
+                        p.in_flight(),
+                        limit
+                    );
+                }
+                Op::Drop(at) if !held.is_empty() => {
+                    drop(held.swap_remove(at.index(held.len())));
+                }
+                Op::Drop(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn arb_weights() -> impl proptest::strategy::Strategy<Value = Vec<u32>> {
+        proptest::collection::vec(1u32..4, 2..8)
+    }
+
+    fn arb_factor() -> impl proptest::strategy::Strategy<Value = (u64, u64)> {
+        prop::sample::select(vec![(1u64, 1u64), (5, 4), (3, 2), (2, 1)])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn ring_picks_never_exceed_the_bound(weights in arb_weights(), c in arb_factor(), ops in ops()) {
+            let s = Ketama::new().bounded_load(c.0 as f64 / c.1 as f64);
+            every_pick_respects_the_bound(s, &weights, c, &ops)?;
+        }
+
+        #[test]
+        fn table_picks_never_exceed_the_bound(weights in arb_weights(), c in arb_factor(), ops in ops()) {
+            let s = Maglev::with_table_size(1009).unwrap().bounded_load(c.0 as f64 / c.1 as f64);
+            every_pick_respects_the_bound(s, &weights, c, &ops)?;
+        }
+    }
 
     #[test]
     fn load_factors_below_one_or_not_finite_are_rejected() {
