@@ -357,4 +357,79 @@ mod tests {
             .insert("192.0.2.1:1".parse::<SocketAddr>().unwrap());
         assert_eq!(ClientIp::new().client_ip(&req), Some(ip("192.0.2.1")));
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// (address, trusted?) — trusted hops are in 10/8, clients in 203.0.113/24.
+        fn hop() -> impl Strategy<Value = (IpAddr, bool)> {
+            (any::<bool>(), any::<u8>()).prop_map(|(trusted, last)| {
+                let ip = if trusted {
+                    IpAddr::from([10, 0, 0, last])
+                } else {
+                    IpAddr::from([203, 0, 113, last])
+                };
+                (ip, trusted)
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn the_client_is_the_right_most_untrusted_hop(
+                peer in hop(),
+                chain in proptest::collection::vec(hop(), 0..8),
+                splits in proptest::collection::vec(any::<bool>(), 8),
+            ) {
+                // The header, split over several header lines at arbitrary points.
+                let mut values = vec![String::new()];
+                for (i, (ip, _)) in chain.iter().enumerate() {
+                    let last = values.last_mut().unwrap();
+                    if !last.is_empty() {
+                        last.push_str(", ");
+                    }
+                    last.push_str(&ip.to_string());
+                    if splits[i] && i + 1 < chain.len() {
+                        values.push(String::new());
+                    }
+                }
+                let values: Vec<&str> = if chain.is_empty() {
+                    vec![]
+                } else {
+                    values.iter().map(String::as_str).collect()
+                };
+                let req = request(&format!("{}:1000", peer.0), &values);
+                let x = ClientIp::new().trust([net("10.0.0.0/8")]);
+
+                // The model: nginx's real_ip_recursive, written as a plain search.
+                let expected = if !peer.1 {
+                    peer.0
+                } else {
+                    chain
+                        .iter()
+                        .rev()
+                        .find(|(_, trusted)| !trusted)
+                        .or(chain.first())
+                        .map_or(peer.0, |(ip, _)| *ip)
+                };
+                prop_assert_eq!(x.client_ip(&req), Some(expected));
+            }
+
+            #[test]
+            fn a_network_contains_exactly_the_addresses_sharing_its_prefix(
+                a in any::<u32>(),
+                b in any::<u32>(),
+                prefix in 0u8..=32,
+            ) {
+                let n = IpNet::new(IpAddr::from(a.to_be_bytes()), prefix).unwrap();
+                let same_prefix = prefix == 0 || (a ^ b) >> (32 - u32::from(prefix)) == 0;
+                prop_assert_eq!(n.contains(IpAddr::from(b.to_be_bytes())), same_prefix);
+            }
+
+            #[test]
+            fn parsing_a_network_never_panics(s in "\\PC{0,40}") {
+                let _ = s.parse::<IpNet>();
+            }
+        }
+    }
 }

@@ -263,4 +263,45 @@ mod tests {
         assert_eq!(x.extract(&req).get_key(), Some(&b"alice"[..]));
         assert_eq!(x.extract(&with_cookies(&[])).get_key(), None);
     }
+
+    mod prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn a_cookie_value_is_found_among_any_other_cookies(
+                others in proptest::collection::vec(("[a-z]{1,6}", "[A-Za-z0-9]{0,8}"), 0..5),
+                value in "[A-Za-z0-9_-]{0,20}",
+                at in 0usize..5,
+            ) {
+                let mut pairs: Vec<String> = others
+                    .iter()
+                    .filter(|(k, _)| k != "target")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                pairs.insert(at.min(pairs.len()), format!("target={value}"));
+                let req = with_cookies(&[pairs.join("; ").as_str()]);
+                prop_assert_eq!(cookie(req.headers(), "target"), Some(value.as_bytes()));
+            }
+
+            #[test]
+            fn any_cookie_header_parses_without_panicking(raw in proptest::collection::vec(any::<u8>(), 0..64)) {
+                if let Ok(v) = HeaderValue::from_bytes(&raw) {
+                    let mut req = http::Request::new(());
+                    req.headers_mut().insert(COOKIE, v);
+                    let _ = cookie(req.headers(), "a");
+                    let _ = StickyCookie::new("a").sticky(&req);
+                }
+            }
+
+            #[test]
+            fn a_sticky_cookie_round_trips_for_any_backend(id in "[a-z0-9.:-]{1,30}") {
+                let s = StickyCookie::new("srv");
+                let b = Backend::new(id);
+                let value = format!("srv={}", StickyCookie::value(&b));
+                prop_assert_eq!(s.sticky(&with_cookies(&[value.as_str()])), Some(b.key()));
+            }
+        }
+    }
 }

@@ -128,3 +128,24 @@ async fn killing_a_backend_during_a_thousand_gets_fails_none_of_them() {
     })
     .await;
 }
+
+#[test]
+fn the_hyper_stack_and_its_futures_are_send_so_a_server_can_spawn_them() {
+    use divvy_tower::extract::ClientIp;
+    use divvy_tower::{Balance, PickBody};
+    use hyper::body::Incoming;
+    use hyper_util::client::legacy::connect::HttpConnector;
+
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    type Client_ = Client<HttpConnector, Empty<Bytes>>;
+    type Stack = tower::retry::Retry<
+        RetryPolicy<Incoming>,
+        Balance<RoundRobin, HttpEndpoints<Client_>, ClientIp, HttpClassify>,
+    >;
+    type Fut = <Stack as tower::Service<http::Request<Empty<Bytes>>>>::Future;
+    send::<Stack>();
+    sync::<Stack>();
+    send::<Fut>();
+    send::<PickBody<Incoming>>();
+}

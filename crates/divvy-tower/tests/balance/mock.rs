@@ -6,14 +6,16 @@ use bytes::Bytes;
 use divvy::strategy::RoundRobin;
 use divvy::{AdminState, Backend, Balancer};
 use divvy_tower::error::{BackendFailed, NoBackendAvailable};
-use divvy_tower::extract::StickyCookie;
+use divvy_tower::extract::{ClientAddr, ClientIp, HeaderKey, StickyCookie};
 use divvy_tower::{BalanceLayer, HttpClassify, RetryPolicy};
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
 use tower::retry::RetryLayer;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
-use crate::support::{bounded, stats, without_passive_health, FirstAvailable, Mock, Reply};
+use crate::support::{
+    bounded, stats, without_passive_health, ByContext, FirstAvailable, Mock, Reply,
+};
 
 type Req = http::Request<()>;
 
@@ -339,4 +341,64 @@ async fn only_backends_that_join_get_a_new_service_when_the_set_changes() {
     assert_eq!(mock.made(), ["a", "b", "c"]);
     assert_eq!(svc.endpoints(), 2);
     assert!(mock.calls().iter().all(|c| c != "a"));
+}
+
+#[tokio::test]
+async fn the_client_address_the_server_recorded_reaches_the_strategy() {
+    let mock = Mock::new();
+    let lb = without_passive_health(ByContext, &["a", "b", "c"]);
+    let extract = ClientIp::new().trust(["10.0.0.0/8".parse().unwrap()]);
+    let svc = ServiceBuilder::new()
+        .layer(BalanceLayer::new(lb.clone(), extract, HttpClassify::new()))
+        .service(mock.maker());
+    let request = |peer: &str, xff: &str| {
+        let mut req = http::Request::get("/")
+            .header("x-forwarded-for", xff)
+            .body(())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ClientAddr(peer.parse().unwrap()));
+        req
+    };
+    // Behind a trusted proxy: the forwarded address (.5 → index 2). From an untrusted peer:
+    // the peer itself (.4 → index 1), whatever the header claims.
+    bounded(svc.clone().oneshot(request("10.0.0.9:1", "203.0.113.5")))
+        .await
+        .unwrap();
+    bounded(
+        svc.clone()
+            .oneshot(request("198.51.100.4:1", "203.0.113.5")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(mock.calls(), ["c", "b"]);
+}
+
+#[tokio::test]
+async fn a_hash_key_from_a_header_reaches_the_strategy_and_a_sticky_cookie_wins_over_it() {
+    let mock = Mock::new();
+    let lb = without_passive_health(ByContext, &["a", "b", "c"]);
+    let extract = (
+        StickyCookie::new("srv"),
+        HeaderKey::new(http::header::HeaderName::from_static("x-user")),
+    );
+    let svc = ServiceBuilder::new()
+        .layer(BalanceLayer::new(lb.clone(), extract, HttpClassify::new()))
+        .service(mock.maker());
+    // b'b' = 98 → 98 % 3 = 2 → "c".
+    let keyed = http::Request::get("/")
+        .header("x-user", "bob")
+        .body(())
+        .unwrap();
+    bounded(svc.clone().oneshot(keyed)).await.unwrap();
+    let pinned = http::Request::get("/")
+        .header("x-user", "bob")
+        .header(
+            "cookie",
+            format!("srv={}", StickyCookie::value(&Backend::new("a"))),
+        )
+        .body(())
+        .unwrap();
+    bounded(svc.clone().oneshot(pinned)).await.unwrap();
+    assert_eq!(mock.calls(), ["c", "a"]);
 }

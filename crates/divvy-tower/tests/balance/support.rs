@@ -55,6 +55,36 @@ impl Strategy for FirstAvailable {
     }
 }
 
+/// Index = the client address's last octet (IPv4) modulo the set size, or the hash key's first
+/// byte modulo the set size; the first available backend without either. A strategy whose choice
+/// shows what context reached it.
+#[derive(Debug)]
+pub struct ByContext;
+
+impl Strategy for ByContext {
+    type Prepared = ();
+
+    fn name(&self) -> &'static str {
+        "by-context"
+    }
+
+    fn prepare(&self, _: &[Backend]) -> Result<(), UpdateError> {
+        Ok(())
+    }
+
+    fn pick(&self, _: &(), ctx: &Context<'_>, view: &View<'_>) -> Option<usize> {
+        let n = view.len();
+        let wanted = match (ctx.get_key(), ctx.get_client_ip()) {
+            (Some(k), _) => k.first().map(|&b| usize::from(b) % n),
+            (None, Some(std::net::IpAddr::V4(ip))) => Some(usize::from(ip.octets()[3]) % n),
+            _ => None,
+        };
+        wanted
+            .filter(|&i| view.is_available(i))
+            .or_else(|| (0..n).find(|&i| view.is_available(i)))
+    }
+}
+
 /// A balancer whose backends stay available whatever their outcomes (no passive health), so
 /// that only request exclusions can steer a pick away from a failing backend.
 pub fn without_passive_health<S: Strategy>(strategy: S, ids: &[&str]) -> Balancer<S> {
