@@ -402,3 +402,55 @@ async fn a_hash_key_from_a_header_reaches_the_strategy_and_a_sticky_cookie_wins_
     bounded(svc.clone().oneshot(pinned)).await.unwrap();
     assert_eq!(mock.calls(), ["c", "a"]);
 }
+
+#[tokio::test]
+async fn when_every_backend_answered_a_gateway_error_the_last_answer_is_returned() {
+    let mock = Mock::new();
+    mock.script("a", Reply::Status(503));
+    mock.script("b", Reply::Status(502));
+    let lb = without_passive_health(FirstAvailable, &["a", "b"]);
+    let svc = ServiceBuilder::new()
+        .layer(RetryLayer::new(RetryPolicy::new(5).on_gateway_errors()))
+        .layer(BalanceLayer::new(lb.clone(), (), HttpClassify::new()))
+        .service(mock.maker());
+    let res = bounded(svc.oneshot(get())).await.unwrap();
+    assert_eq!(mock.calls(), ["a", "b"]);
+    assert_eq!(res.status(), 502);
+    assert_eq!(res.body().backend().id(), "b");
+    let body = bounded(res.into_body().collect()).await.unwrap().to_bytes();
+    assert_eq!(body, "b");
+    assert_eq!(stats(&lb, "a").in_flight + stats(&lb, "b").in_flight, 0);
+}
+
+#[tokio::test]
+async fn a_service_that_is_not_http_is_balanced_with_the_opaque_tracker() {
+    use divvy::Outcome;
+    use divvy_tower::track::Opaque;
+
+    let lb = Balancer::new(RoundRobin::new(), ["a", "b"].map(Backend::new)).unwrap();
+    let maker = |b: &Backend| {
+        let id = b.id().to_owned();
+        tower::service_fn(move |req: String| {
+            let id = id.clone();
+            async move { Ok::<_, std::io::Error>(format!("{id}:{req}")) }
+        })
+    };
+    let classify = |res: &String| {
+        if res.ends_with("bad") {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        }
+    };
+    let svc = ServiceBuilder::new()
+        .layer(BalanceLayer::new(lb.clone(), (), classify).track(Opaque))
+        .service(maker);
+    let mut answers = Vec::new();
+    for req in ["x", "y", "bad"] {
+        answers.push(bounded(svc.clone().oneshot(req.to_owned())).await.unwrap());
+    }
+    assert_eq!(answers, ["a:x", "b:y", "a:bad"]);
+    let (a, b) = (stats(&lb, "a"), stats(&lb, "b"));
+    assert_eq!((a.successes, a.failures, a.in_flight), (1, 1, 0));
+    assert_eq!((b.successes, b.failures, b.in_flight), (1, 0, 0));
+}
