@@ -135,6 +135,31 @@ fn baselines(c: &mut Criterion) {
                 })
             });
 
+            // The same, counting what is in flight as divvy's guard does (one increment at the
+            // pick, one decrement at the end): the like-for-like floor for a locked balancer.
+            let next = Mutex::new(0usize);
+            let in_flight: Vec<AtomicUsize> = (0..n).map(|_| AtomicUsize::new(0)).collect();
+            g.bench_function(BenchmarkId::new("Mutex<usize> RR + in-flight", n), |b| {
+                b.iter_custom(|iters| {
+                    on_threads(threads, |start| {
+                        start.wait();
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            let i = {
+                                let mut next = next.lock().unwrap();
+                                let i = *next;
+                                *next = if i + 1 == set.len() { 0 } else { i + 1 };
+                                i
+                            };
+                            in_flight[i].fetch_add(1, Relaxed);
+                            black_box(&set[i]);
+                            in_flight[i].fetch_sub(1, Relaxed);
+                        }
+                        t.elapsed()
+                    })
+                })
+            });
+
             // The lock-free floor for any shared-cursor strategy.
             let next = AtomicUsize::new(0);
             g.bench_function(BenchmarkId::new("AtomicUsize RR", n), |b| {

@@ -96,6 +96,7 @@ fn record(meta: &Path, estimates: &Path, out: &mut Medians) -> Result<(), Box<dy
 // === Rendering ===
 
 const MUTEX: &str = "Mutex<usize> RR";
+const MUTEX_COUNTED: &str = "Mutex<usize> RR + in-flight";
 const TOWER: &str = "tower p2c";
 
 fn render(m: &Medians) -> String {
@@ -127,9 +128,9 @@ fn render(m: &Medians) -> String {
              thread count (below 1 = faster than the baseline).\n\n",
         );
         out.push_str(
-            "| strategy | backends | B 1t | P 1t | B 2t | P 2t | ÷ Mutex 1t (B / P) | ÷ tower p2c (B / P) | ÷ Mutex 2t (B / P) |\n",
+            "| strategy | backends | B 1t | P 1t | B 2t | P 2t | ÷ Mutex 1t (B / P) | ÷ Mutex+in-flight 1t (B / P) | ÷ tower p2c (B / P) | ÷ Mutex 2t (B / P) |\n",
         );
-        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
         for s in &strategies {
             for n in sizes("pick_1t_picker") {
                 let b1 = get("pick_1t_balancer", s, n);
@@ -138,16 +139,19 @@ fn render(m: &Medians) -> String {
                 let p2 = get("pick_2t_picker", s, n);
                 let mutex1 = get("baseline_1t", MUTEX, n);
                 let mutex2 = get("baseline_2t", MUTEX, n);
+                let counted1 = get("baseline_1t", MUTEX_COUNTED, n);
                 let tower = get("baseline_1t", TOWER, n);
                 let _ = writeln!(
                     out,
-                    "| {s} | {n} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} |",
+                    "| {s} | {n} | {} | {} | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} |",
                     ns(b1),
                     ns(p1),
                     ns(b2),
                     ns(p2),
                     ratio(b1, mutex1),
                     ratio(p1, mutex1),
+                    ratio(b1, counted1),
+                    ratio(p1, counted1),
                     ratio(b1, tower),
                     ratio(p1, tower),
                     ratio(b2, mutex2),
@@ -232,6 +236,7 @@ fn ordered_functions(m: &Medians, group: &str) -> Vec<String> {
         "PowerOfTwoChoices::peak_ewma",
         "Failover(WeightedRoundRobin)",
         "Mutex<usize> RR",
+        "Mutex<usize> RR + in-flight",
         "AtomicUsize RR",
         "tower p2c",
         "direct",

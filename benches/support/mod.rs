@@ -10,7 +10,10 @@ use std::thread;
 use std::time::Duration;
 
 use criterion::Criterion;
-use divvy::strategy::{Failover, PowerOfTwoChoices, Random, RoundRobin};
+use divvy::strategy::{
+    Failover, IpHash, Ketama, LeastConnections, Maglev, PowerOfTwoChoices, Random, RoundRobin,
+    WeightedRoundRobin,
+};
 use divvy::{Backend, Context, Strategy};
 
 /// Set `DIVVY_BENCH_QUICK=1` for a smoke run: short warm-up and measurement, fewer sizes.
@@ -107,9 +110,28 @@ pub trait Visit {
     fn visit<S: Strategy>(&mut self, name: &'static str, set: SetKind, make: &dyn Fn() -> S);
 }
 
+/// The load-bound factor of the bounded variants: the low end of the usual 1.25 to 2.
+pub const BOUND: f64 = 1.25;
+
 /// Every strategy divvy ships, in the order the reports list them.
 pub fn each_strategy(v: &mut impl Visit) {
     v.visit("RoundRobin", SetKind::Flat, &RoundRobin::new);
+    v.visit(
+        "WeightedRoundRobin",
+        SetKind::Flat,
+        &WeightedRoundRobin::new,
+    );
+    v.visit("LeastConnections", SetKind::Flat, &LeastConnections::new);
+    v.visit("IpHash", SetKind::Flat, &IpHash::new);
+    v.visit("IpHash::full_address", SetKind::Flat, &IpHash::full_address);
+    v.visit("Ketama", SetKind::Flat, &Ketama::new);
+    v.visit("Ketama bounded", SetKind::Flat, &|| {
+        Ketama::new().bounded_load(BOUND)
+    });
+    v.visit("Maglev", SetKind::Flat, &Maglev::new);
+    v.visit("Maglev bounded", SetKind::Flat, &|| {
+        Maglev::new().bounded_load(BOUND)
+    });
     v.visit("Random", SetKind::Flat, &|| Random::from_seed(7));
     v.visit("PowerOfTwoChoices", SetKind::Flat, &|| {
         PowerOfTwoChoices::from_seed(7)
@@ -117,8 +139,8 @@ pub fn each_strategy(v: &mut impl Visit) {
     v.visit("PowerOfTwoChoices::peak_ewma", SetKind::Flat, &|| {
         PowerOfTwoChoices::peak_ewma().seed(7)
     });
-    v.visit("Failover(RoundRobin)", SetKind::Tiered, &|| {
-        Failover::new(RoundRobin::new())
+    v.visit("Failover(WeightedRoundRobin)", SetKind::Tiered, &|| {
+        Failover::new(WeightedRoundRobin::new())
     });
 }
 
