@@ -13,6 +13,10 @@
 
 pub use divvy;
 
+#[cfg(feature = "dns")]
+pub mod discover;
 pub mod health;
 
+#[cfg(feature = "dns")]
+pub use discover::{DiscoveryHandle, DnsDiscovery};
 pub use health::{HealthCheckHandle, HealthChecker};

@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
-use std::time::Duration;
 
 use divvy::strategy::RoundRobin;
 use divvy::{Backend, Balancer, HealthConfig};
@@ -14,7 +13,10 @@ use divvy_tower::health::{HealthChecker, ProbeReport};
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+
+#[path = "../common/eventually.rs"]
+mod wait;
+pub use wait::eventually;
 
 /// HAProxy's defaults, which the deadlines below are computed from.
 pub const RISE: u32 = 2;
@@ -32,20 +34,6 @@ pub fn balancer(ids: impl IntoIterator<Item = String>) -> Balancer<RoundRobin> {
             .build(),
     );
     b.build(ids.into_iter().map(Backend::new)).unwrap()
-}
-
-/// Polls `done` every 2 ms until it holds and returns how long that took, or panics naming `what`
-/// once `within` has passed. Waiting on a condition (not sleeping a fixed time) keeps the tests
-/// both fast and tolerant of a loaded machine.
-pub async fn eventually(what: &str, within: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if done() {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
 }
 
 /// Counts probe results per backend, split by outcome.
