@@ -60,6 +60,19 @@ impl RequestHandler for Handler {
     }
 }
 
+/// A UDP socket and a TCP listener on the same ephemeral port (DNS answers too large for UDP
+/// are asked again over TCP). The port the kernel picks for UDP may be taken for TCP: try again.
+async fn bind_udp_and_tcp() -> (UdpSocket, TcpListener, SocketAddr) {
+    for _ in 0..64 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = udp.local_addr().unwrap();
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            return (udp, tcp, addr);
+        }
+    }
+    panic!("no port free for both udp and tcp on 127.0.0.1");
+}
+
 fn name(s: &str) -> Name {
     Name::from_ascii(s).unwrap()
 }
@@ -93,9 +106,7 @@ impl DnsServer {
             vec![zone.clone() as Arc<dyn AuthorityObject>],
         );
         let servfail = Arc::new(AtomicBool::new(false));
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = udp.local_addr().unwrap();
-        let tcp = TcpListener::bind(addr).await.unwrap();
+        let (udp, tcp, addr) = bind_udp_and_tcp().await;
         let mut server = ServerFuture::new(Handler {
             catalog,
             servfail: servfail.clone(),
