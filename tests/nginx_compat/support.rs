@@ -5,7 +5,7 @@
 //!
 //! Everything listens and connects on 127.0.0.0/8 only, and every wait has a deadline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -503,14 +503,6 @@ impl Decision {
         }
         Decision { tried, answered }
     }
-
-    /// A decision that is a single answered pick.
-    pub fn single(i: usize) -> Decision {
-        Decision {
-            tried: vec![i],
-            answered: true,
-        }
-    }
 }
 
 /// The health rules that match nginx: `max_fails` / `fail_timeout` as given, and no panic mode
@@ -611,14 +603,6 @@ pub fn assert_agree(
 
 // === nginx's clock ===
 
-/// The wall clock in whole seconds, as nginx's `ngx_time()` reads it.
-pub fn unix_second() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// Returns the current second once the clock is well inside it (at least 50 ms past its start,
 /// at least 300 ms before its end), so that a request sent now is handled by nginx within the same
 /// whole second. Waits at most one second.
@@ -650,5 +634,62 @@ pub fn wait_for_second(target: u64) -> u64 {
             .expect("clock after 1970");
         let left = Duration::from_secs(target) - now.min(Duration::from_secs(target));
         thread::sleep(left.min(Duration::from_secs(1)));
+    }
+}
+
+// === summaries ===
+
+/// What a run of decisions amounts to: how many requests each backend answered, how many tries
+/// failed on each, and how many requests no backend answered. For where divvy promises nginx's
+/// rules and shares but not its exact order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Backend index → requests it answered.
+    pub answered: BTreeMap<usize, usize>,
+    /// Backend index → tries that failed on it.
+    pub failed: BTreeMap<usize, usize>,
+    /// Requests no backend answered.
+    pub unanswered: usize,
+}
+
+impl Summary {
+    /// Sums up `decisions`.
+    pub fn of(decisions: &[Decision]) -> Summary {
+        let mut s = Summary::default();
+        for d in decisions {
+            let (last, failed) = match (d.answered, d.tried.split_last()) {
+                (true, Some((&last, failed))) => (Some(last), failed),
+                _ => (None, &d.tried[..]),
+            };
+            match last {
+                Some(i) => *s.answered.entry(i).or_default() += 1,
+                None => s.unanswered += 1,
+            }
+            for &i in failed {
+                *s.failed.entry(i).or_default() += 1;
+            }
+        }
+        s
+    }
+}
+
+/// Asserts that nginx and divvy failed on the same backends the same number of times, left the
+/// same number of requests unanswered, answered from the same backends, and gave each backend a
+/// number of requests within `tolerance` of nginx's.
+pub fn assert_same_shares(case: &str, nginx: &[Decision], divvy: &[Decision], tolerance: usize) {
+    let (n, d) = (Summary::of(nginx), Summary::of(divvy));
+    let context = format!("{case}:\n  nginx {n:?}\n  divvy {d:?}");
+    assert_eq!(n.failed, d.failed, "{context}\n  failed tries differ");
+    assert_eq!(n.unanswered, d.unanswered, "{context}\n  unanswered differ");
+    assert!(
+        n.answered.keys().eq(d.answered.keys()),
+        "{context}\n  the backends that answered differ"
+    );
+    for (i, &count) in &n.answered {
+        let ours = d.answered[i];
+        assert!(
+            count.abs_diff(ours) <= tolerance,
+            "{context}\n  b{i} answered {ours} requests in divvy, {count} in nginx (tolerance {tolerance})"
+        );
     }
 }
