@@ -349,7 +349,9 @@ impl<'s> Checker<'s> {
                 for (i, a) in addrs.iter().enumerate() {
                     let field = format!("listen[{i}]");
                     if let Some(addr) = self.address(a, &field) {
-                        if let Some(first) = listen_seen.get(&addr) {
+                        // Port 0 asks for any free port, so two of them never clash.
+                        let first = listen_seen.get(&addr).filter(|_| addr.port() != 0);
+                        if let Some(first) = first {
                             let msg = format!(
                                 "duplicate listen address {addr} (first at line {})",
                                 first.line
@@ -374,7 +376,7 @@ impl<'s> Checker<'s> {
             self.keys(t, "admin", &["listen"]);
             if let Some(s) = self.string(t, "admin", "listen") {
                 if let Some(addr) = self.address(&s, "admin.listen") {
-                    if listen_seen.contains_key(&addr) {
+                    if addr.port() != 0 && listen_seen.contains_key(&addr) {
                         let msg = format!("{addr} is also a proxy listen address");
                         self.error(s.span(), "admin.listen", msg);
                     }

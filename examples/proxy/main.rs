@@ -186,14 +186,11 @@ async fn run(config: Option<config::Config>, path: Option<PathBuf>) -> std::io::
         tokio::select! {
             _ = hup.recv() => match &path {
                 None => tracing::warn!("SIGHUP: the demo has no config file to reload"),
-                Some(p) => match check::load(p) {
-                    Ok(c) => match running.reload(c) {
-                        Ok(()) => tracing::info!(config = %p.display(), "reloaded"),
-                        Err(e) => tracing::error!(error = %e, "reload failed; the old config keeps serving"),
-                    },
-                    Err(diags) => {
-                        for d in &diags {
-                            tracing::error!("{d}");
+                Some(p) => match running.reload_file(p) {
+                    Ok(()) => tracing::info!(config = %p.display(), "reloaded"),
+                    Err(e) => {
+                        for line in e.lines() {
+                            tracing::error!("{line}");
                         }
                         tracing::error!("reload refused; the old config keeps serving");
                     }

@@ -124,6 +124,16 @@ impl Running {
         Ok(())
     }
 
+    /// Reads, checks and swaps in the config at `path` (what SIGHUP does). Any error leaves the
+    /// running config in place; the message lists every problem, one per line.
+    pub fn reload_file(&self, path: &std::path::Path) -> Result<(), String> {
+        let config = crate::check::load(path).map_err(|diags| {
+            let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            lines.join("\n")
+        })?;
+        self.reload(config)
+    }
+
     /// Stops accepting, lets in-flight requests finish, and returns when every connection has
     /// closed or `shutdown_timeout` has passed (then the remaining connections are abandoned).
     pub async fn shutdown(self) {
