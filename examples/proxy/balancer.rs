@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use divvy::strategy::RoundRobin;
+use divvy::strategy::{
+    Failover, IpHash, LeastConnections, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
+};
 use divvy::{
     AdminState, Backend, BackendStats, Balancer, Context, HealthConfig, Pick, PickError, Strategy,
     UpdateError,
@@ -61,11 +63,11 @@ impl<S: Strategy> Lb for Balancer<S> {
 /// Whether the running divvy has the strategy; `Err` explains what is missing.
 pub fn available(kind: StrategyKind) -> Result<(), String> {
     match kind {
-        StrategyKind::RoundRobin => Ok(()),
-        other => Err(format!(
+        StrategyKind::Hash => Err(format!(
             "strategy `{}` is not available yet in this build of divvy",
-            other.name()
+            kind.name()
         )),
+        _ => Ok(()),
     }
 }
 
@@ -106,22 +108,60 @@ pub fn health_config(up: &Upstream) -> HealthConfig {
 }
 
 /// Builds the balancer an upstream's config asks for.
+///
+/// Backup servers (or a zone for the proxy itself) wrap the strategy in divvy's [`Failover`]:
+/// backups take traffic only when no primary can, and with a zone the proxy's own zone is
+/// preferred inside a tier.
 pub fn build(up: &Upstream) -> Result<Arc<dyn Lb>, String> {
-    let health = health_config(up);
-    let backends = backends(up);
-    fn make<S: Strategy>(
-        s: S,
-        health: HealthConfig,
-        backends: Vec<Backend>,
-    ) -> Result<Arc<dyn Lb>, String> {
-        let mut b = Balancer::builder(s);
-        b.health(health);
-        let lb = b.build(backends).map_err(|e| e.to_string())?;
-        Ok(Arc::new(lb))
-    }
     available(up.strategy)?;
+    let b = Builder {
+        health: health_config(up),
+        backends: backends(up),
+        tiers: if up.zone.is_some() {
+            Tiers::ZoneAware
+        } else if up.servers.iter().any(|s| s.backup) {
+            Tiers::Priority
+        } else {
+            Tiers::Flat
+        },
+    };
     match up.strategy {
-        StrategyKind::RoundRobin => make(RoundRobin::new(), health, backends),
-        _ => unreachable!("checked by available()"),
+        StrategyKind::RoundRobin => b.make(RoundRobin::new()),
+        StrategyKind::WeightedRoundRobin => b.make(WeightedRoundRobin::new()),
+        StrategyKind::LeastConn => b.make(LeastConnections::new()),
+        StrategyKind::IpHash => b.make(IpHash::new()),
+        StrategyKind::Random => b.make(Random::new()),
+        StrategyKind::P2c => b.make(PowerOfTwoChoices::new()),
+        StrategyKind::P2cEwma => b.make(PowerOfTwoChoices::peak_ewma()),
+        StrategyKind::Hash => Err("strategy `hash` is not available yet".to_owned()),
+    }
+}
+
+enum Tiers {
+    Flat,
+    Priority,
+    ZoneAware,
+}
+
+struct Builder {
+    health: HealthConfig,
+    backends: Vec<Backend>,
+    tiers: Tiers,
+}
+
+impl Builder {
+    fn make<S: Strategy>(self, s: S) -> Result<Arc<dyn Lb>, String> {
+        match self.tiers {
+            Tiers::Flat => self.finish(s),
+            Tiers::Priority => self.finish(Failover::new(s)),
+            Tiers::ZoneAware => self.finish(Failover::zone_aware(s)),
+        }
+    }
+
+    fn finish<S: Strategy>(self, s: S) -> Result<Arc<dyn Lb>, String> {
+        let mut b = Balancer::builder(s);
+        b.health(self.health);
+        let lb = b.build(self.backends).map_err(|e| e.to_string())?;
+        Ok(Arc::new(lb))
     }
 }

@@ -58,7 +58,7 @@ default = true
 upstream = "demo"
 
 [upstream.demo]
-strategy = "round_robin"
+strategy = "weighted_round_robin"
 max_fails = 1
 fail_timeout = "5s"
 connect_timeout = "1s"

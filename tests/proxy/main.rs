@@ -52,7 +52,7 @@ fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
 fn simple(top: &str, bs: &[Arc<TestBackend>]) -> String {
     format!(
         "listen = [\"127.0.0.1:0\"]\n{top}\n[[host]]\ndefault = true\nupstream = \"app\"\n\
-         [upstream.app]\nstrategy = \"round_robin\"\n{}",
+         [upstream.app]\n{}",
         servers("app", bs, &[])
     )
 }
@@ -74,6 +74,23 @@ async fn round_robin_sends_each_backend_one_request_per_cycle() {
         let cycle = tally(&c, p.listen[0], "x.test", 3).await;
         assert_eq!(cycle, counts(&[("a", 1), ("b", 1), ("c", 1)]));
     }
+}
+
+#[tokio::test]
+async fn weighted_round_robin_is_the_default_and_follows_nginx_smooth_sequence() {
+    let bs = backends(&["a", "b", "c"]).await;
+    let toml = format!(
+        "listen = [\"127.0.0.1:0\"]\n[[host]]\ndefault = true\nupstream = \"app\"\n[upstream.app]\n{}",
+        servers("app", &bs, &["weight = 5", "", ""])
+    );
+    let p = proxy(&toml).await;
+    let c = client();
+    // nginx documents weights 5, 1, 1 as the smooth sequence a a b a c a a.
+    let mut seq = String::new();
+    for _ in 0..14 {
+        seq.push_str(&get(&c, p.listen[0], "x", "/").await.body);
+    }
+    assert_eq!(seq, "aabacaaaabacaa");
 }
 
 #[tokio::test]
@@ -495,6 +512,28 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 431"), "{out}");
     assert_eq!(bs[0].hits(), 0);
+}
+
+#[tokio::test]
+async fn a_backup_takes_over_when_the_primary_dies_and_hands_back_when_it_returns() {
+    let bs = backends(&["primary", "backup"]).await;
+    let toml = resilient(&bs, "").replace(
+        &format!("address = \"{}\"\n", bs[1].addr),
+        &format!("address = \"{}\"\nbackup = true\n", bs[1].addr),
+    );
+    let p = proxy(&toml).await;
+    let c = client();
+    let addr = p.listen[0];
+    assert_eq!(tally(&c, addr, "x", 6).await, counts(&[("primary", 6)]));
+    bs[0].kill();
+    // Requests keep succeeding: the one that finds the primary dead is retried on the backup.
+    assert_eq!(tally(&c, addr, "x", 6).await, counts(&[("backup", 6)]));
+    bs[0].restart().await;
+    eventually("the primary is marked up again", || async {
+        available(&p, "app", bs[0].addr)
+    })
+    .await;
+    assert_eq!(tally(&c, addr, "x", 6).await, counts(&[("primary", 6)]));
 }
 
 // === sticky sessions ===
