@@ -7,14 +7,15 @@
 use std::sync::Arc;
 
 use divvy::strategy::{
-    Failover, IpHash, LeastConnections, PowerOfTwoChoices, Random, RoundRobin, WeightedRoundRobin,
+    Failover, IpHash, Ketama, LeastConnections, Maglev, PowerOfTwoChoices, Random, RoundRobin,
+    WeightedRoundRobin,
 };
 use divvy::{
     AdminState, Backend, BackendStats, Balancer, Context, HealthConfig, Pick, PickError, Strategy,
     UpdateError,
 };
 
-use crate::config::{StrategyKind, Upstream};
+use crate::config::{HashMethod, StrategyKind, Upstream};
 
 /// What the proxy needs from a balancer, object safe.
 pub trait Lb: Send + Sync + 'static {
@@ -60,17 +61,6 @@ impl<S: Strategy> Lb for Balancer<S> {
     }
 }
 
-/// Whether the running divvy has the strategy; `Err` explains what is missing.
-pub fn available(kind: StrategyKind) -> Result<(), String> {
-    match kind {
-        StrategyKind::Hash => Err(format!(
-            "strategy `{}` is not available yet in this build of divvy",
-            kind.name()
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// The backends of an upstream, as divvy sees them.
 pub fn backends(up: &Upstream) -> Vec<Backend> {
     up.servers
@@ -113,7 +103,6 @@ pub fn health_config(up: &Upstream) -> HealthConfig {
 /// backups take traffic only when no primary can, and with a zone the proxy's own zone is
 /// preferred inside a tier.
 pub fn build(up: &Upstream) -> Result<Arc<dyn Lb>, String> {
-    available(up.strategy)?;
     let b = Builder {
         health: health_config(up),
         backends: backends(up),
@@ -133,7 +122,19 @@ pub fn build(up: &Upstream) -> Result<Arc<dyn Lb>, String> {
         StrategyKind::Random => b.make(Random::new()),
         StrategyKind::P2c => b.make(PowerOfTwoChoices::new()),
         StrategyKind::P2cEwma => b.make(PowerOfTwoChoices::peak_ewma()),
-        StrategyKind::Hash => Err("strategy `hash` is not available yet".to_owned()),
+        StrategyKind::Hash => {
+            // `check` requires a [hash] table for this strategy.
+            let hash = up
+                .hash
+                .as_ref()
+                .ok_or("strategy `hash` needs a [hash] table")?;
+            match (hash.method, hash.bounded_load) {
+                (HashMethod::Ketama, None) => b.make(Ketama::new()),
+                (HashMethod::Ketama, Some(c)) => b.make(Ketama::new().bounded_load(c)),
+                (HashMethod::Maglev, None) => b.make(Maglev::new()),
+                (HashMethod::Maglev, Some(c)) => b.make(Maglev::new().bounded_load(c)),
+            }
+        }
     }
 }
 

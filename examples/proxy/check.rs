@@ -604,7 +604,6 @@ impl<'s> Checker<'s> {
                 "sticky",
             ],
         );
-        let mut ok = true;
         let strategy_value = self.string(t, path, "strategy");
         let strategy = match &strategy_value {
             None => StrategyKind::WeightedRoundRobin,
@@ -618,19 +617,10 @@ impl<'s> Checker<'s> {
                         names.join(", ")
                     );
                     self.error(s.span(), &join(path, "strategy"), msg);
-                    ok = false;
                     StrategyKind::WeightedRoundRobin
                 }
             },
         };
-        if let Some(s) = &strategy_value {
-            if ok {
-                if let Err(reason) = crate::balancer::available(strategy) {
-                    self.error(s.span(), &join(path, "strategy"), reason);
-                }
-            }
-        }
-
         let hash = self.hash(t, path);
         match (&hash, strategy, &strategy_value) {
             (None, StrategyKind::Hash, Some(s)) if get(t, "hash").is_none() => {

@@ -94,6 +94,64 @@ async fn weighted_round_robin_is_the_default_and_follows_nginx_smooth_sequence()
 }
 
 #[tokio::test]
+async fn every_strategy_in_the_config_serves_requests() {
+    let bs = backends(&["a", "b", "c"]).await;
+    let c = client();
+    let ketama = "[upstream.app.hash]\nkey = \"uri\"\n";
+    let maglev = "[upstream.app.hash]\nkey = \"uri\"\nmethod = \"maglev\"\nbounded_load = 1.5\n";
+    for (strategy, extra) in [
+        ("round_robin", ""),
+        ("weighted_round_robin", ""),
+        ("least_conn", ""),
+        ("ip_hash", ""),
+        ("random", ""),
+        ("p2c", ""),
+        ("p2c_ewma", ""),
+        ("hash", ketama),
+        ("hash", maglev),
+    ] {
+        let toml = format!(
+            "listen = [\"127.0.0.1:0\"]\n[[host]]\ndefault = true\nupstream = \"app\"\n\
+             [upstream.app]\nstrategy = \"{strategy}\"\n{extra}{}",
+            servers("app", &bs, &[])
+        );
+        let p = proxy(&toml).await;
+        let served = tally(&c, p.listen[0], "x", 6).await;
+        assert_eq!(served.values().sum::<usize>(), 6, "{strategy}");
+    }
+}
+
+#[tokio::test]
+async fn hash_by_header_keeps_each_key_on_one_backend() {
+    let bs = backends(&["a", "b", "c"]).await;
+    let toml = format!(
+        "listen = [\"127.0.0.1:0\"]\n[[host]]\ndefault = true\nupstream = \"app\"\n\
+         [upstream.app]\nstrategy = \"hash\"\n[upstream.app.hash]\nkey = \"header:x-user\"\n{}",
+        servers("app", &bs, &[])
+    );
+    let p = proxy(&toml).await;
+    let c = client();
+    let mut used = std::collections::BTreeSet::new();
+    for user in 0..30 {
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let req = Request::get(format!("http://{}/", p.listen[0]))
+                .header("x-user", format!("user-{user}"))
+                .body(Full::default())
+                .unwrap();
+            answers.push(send(&c, req).await.body);
+        }
+        assert!(
+            answers.iter().all(|a| *a == answers[0]),
+            "user-{user}: {answers:?}"
+        );
+        used.insert(answers[0].clone());
+    }
+    // Thirty keys on a ring of three equal backends land on more than one of them.
+    assert!(used.len() > 1, "{used:?}");
+}
+
+#[tokio::test]
 async fn hosts_route_by_exact_name_then_longest_wildcard_then_default() {
     let bs = backends(&["apex", "sub", "api", "deep", "fallback"]).await;
     let mut toml = String::from(
@@ -785,8 +843,6 @@ address = "127.0.0.1:8081"
             "test.toml:10:10: host[1].names[0]: duplicate host name `a.test` (first at line 5)",
             "test.toml:10:20: host[1].names[1]: invalid host name `x.*.test` (expected a name such as example.com or *.example.com)",
             "test.toml:11:11: host[1].default: a default host is already defined at line 6",
-            // Until the hashing strategies are merged into this branch.
-            "test.toml:15:12: upstream.app.strategy: strategy `hash` is not available yet in this build of divvy",
             "test.toml:16:16: upstream.app.fail_timeout: must be greater than zero",
             "test.toml:18:1: upstream.app.hash: missing `key`",
             "test.toml:19:10: upstream.app.hash.method: unknown hash method `rendezvous` (expected ketama or maglev)",
