@@ -117,7 +117,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    // Logs go to stderr (stdout carries the addresses), in colour only on a terminal.
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
