@@ -15,6 +15,8 @@ use divvy::{
     UpdateError,
 };
 
+use divvy_tower::health::{HealthCheckHandle, HealthChecker};
+
 use crate::config::{HashMethod, StrategyKind, Upstream};
 
 /// What the proxy needs from a balancer, object safe.
@@ -25,12 +27,15 @@ pub trait Lb: Send + Sync + 'static {
     fn update(&self, backends: Vec<Backend>) -> Result<(), UpdateError>;
     /// Per-backend counters and health.
     fn stats(&self) -> Vec<BackendStats>;
-    /// Feeds an active health check result.
-    fn report_probe(&self, id: &str, ok: bool);
     /// The current backends.
     fn backends(&self) -> Arc<[Backend]>;
     /// The strategy's name.
     fn strategy_name(&self) -> &'static str;
+    /// Starts active health checks of this balancer's backends.
+    fn spawn_checks(
+        &self,
+        checker: &HealthChecker,
+    ) -> Result<HealthCheckHandle, divvy_tower::health::ConfigError>;
 }
 
 impl<S: Strategy> Lb for Balancer<S> {
@@ -47,17 +52,19 @@ impl<S: Strategy> Lb for Balancer<S> {
         Balancer::stats(self)
     }
 
-    fn report_probe(&self, id: &str, ok: bool) {
-        // A backend removed by a reload between the probe and its report is simply ignored.
-        let _ = Balancer::report_probe(self, id, ok);
-    }
-
     fn backends(&self) -> Arc<[Backend]> {
         Balancer::backends(self)
     }
 
     fn strategy_name(&self) -> &'static str {
         self.strategy().name()
+    }
+
+    fn spawn_checks(
+        &self,
+        checker: &HealthChecker,
+    ) -> Result<HealthCheckHandle, divvy_tower::health::ConfigError> {
+        checker.spawn(self.clone())
     }
 }
 
@@ -104,6 +111,7 @@ pub fn health_config(up: &Upstream) -> HealthConfig {
 /// preferred inside a tier.
 pub fn build(up: &Upstream) -> Result<Arc<dyn Lb>, String> {
     let b = Builder {
+        upstream: up.name.clone(),
         health: health_config(up),
         backends: backends(up),
         tiers: if up.zone.is_some() {
@@ -145,6 +153,7 @@ enum Tiers {
 }
 
 struct Builder {
+    upstream: String,
     health: HealthConfig,
     backends: Vec<Backend>,
     tiers: Tiers,
@@ -163,6 +172,18 @@ impl Builder {
         let mut b = Balancer::builder(s);
         b.health(self.health);
         let lb = b.build(self.backends).map_err(|e| e.to_string())?;
+        // Every health transition, active or passive, is worth a log line.
+        let upstream = self.upstream;
+        lb.subscribe(move |e| {
+            tracing::warn!(
+                %upstream,
+                backend = %e.backend,
+                from = ?e.from,
+                to = ?e.to,
+                cause = ?e.cause,
+                "backend health changed"
+            );
+        });
         Ok(Arc::new(lb))
     }
 }

@@ -817,9 +817,17 @@ impl<'s> Checker<'s> {
         let path = join(path, "health_check");
         self.keys(h, &path, &["path", "interval", "timeout", "rise", "fall"]);
         let check_path = match self.string(h, &path, "path") {
-            Some(p) if p.get_ref().starts_with('/') => p.into_inner(),
+            Some(p)
+                if p.get_ref().starts_with('/')
+                    && p.get_ref().bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                p.into_inner()
+            }
             Some(p) => {
-                let msg = format!("path `{}` must start with `/`", p.get_ref());
+                let msg = format!(
+                    "path `{}` must start with `/` and contain only visible ASCII",
+                    p.get_ref()
+                );
                 self.error(p.span(), &join(&path, "path"), msg);
                 "/".to_owned()
             }

@@ -26,8 +26,8 @@ pub struct Upstream {
     pub lb: Arc<dyn Lb>,
     /// Its connection pool.
     pub client: UpstreamClient,
-    /// Active health checks, stopped when the upstream is dropped.
-    _checks: Option<crate::health::Checks>,
+    /// Active health checks, stopped when the last upstream sharing them is dropped.
+    checks: Option<Arc<crate::health::Checks>>,
 }
 
 impl Upstream {
@@ -58,9 +58,14 @@ impl Upstream {
             Some(p) if p.config.connect_timeout == config.connect_timeout => p.client.clone(),
             _ => client(config.connect_timeout),
         };
+        // A kept balancer with unchanged checks keeps its checker too.
+        let checks = reuse_lb
+            .filter(|p| p.config.health_check == config.health_check)
+            .map(|p| p.checks.clone());
         Ok(Plan {
             config: config.clone(),
             kept: reuse_lb.map(|p| p.lb.clone()),
+            checks,
             lb,
             backends,
             client,
@@ -74,6 +79,7 @@ pub struct Plan {
     kept: Option<Arc<dyn Lb>>,
     lb: Option<Arc<dyn Lb>>,
     backends: Vec<divvy::Backend>,
+    checks: Option<Option<Arc<crate::health::Checks>>>,
     client: UpstreamClient,
 }
 
@@ -92,16 +98,24 @@ impl Plan {
             (None, Some(lb)) => lb,
             (None, None) => unreachable!("a plan has a balancer"),
         };
-        let checks = self
-            .config
-            .health_check
-            .as_ref()
-            .map(|hc| crate::health::Checks::start(&self.config.name, hc, lb.clone()));
+        let checks = match self.checks {
+            Some(kept) => kept,
+            None => self.config.health_check.as_ref().and_then(|hc| {
+                match crate::health::Checks::start(hc, &lb) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        // `check` validated the settings; this is a defensive log only.
+                        tracing::error!(upstream = %self.config.name, error = %e, "health checks not started");
+                        None
+                    }
+                }
+            }),
+        };
         Arc::new(Upstream {
             config: self.config,
             lb,
             client: self.client,
-            _checks: checks,
+            checks,
         })
     }
 }
