@@ -195,7 +195,14 @@ async fn forward(
             .method(parts.method.clone())
             .uri(uri)
             .version(Version::HTTP_11);
-        *out.headers_mut().expect("a fresh builder") = headers.clone();
+        let out_headers = out.headers_mut().expect("a fresh builder");
+        *out_headers = headers.clone();
+        if !out_headers.contains_key(header::HOST) {
+            // An HTTP/1.0 client may send no host at all; HTTP/1.1 requires one upstream.
+            if let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
+                out_headers.insert(header::HOST, v);
+            }
+        }
         let out_body = if replayable {
             ReqBody::Empty
         } else {
