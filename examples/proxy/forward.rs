@@ -68,28 +68,37 @@ pub async fn handle(
     let started = Instant::now();
     proxy.metrics.in_flight.fetch_add(1, Relaxed);
     let host = request_host(&req);
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // Kept for the access log only when it is on: with it filtered out, nothing is copied.
+    let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
     let (resp, upstream, backend, tries) = forward(&proxy, req, host.as_deref(), peer).await;
     proxy.metrics.in_flight.fetch_sub(1, Relaxed);
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     proxy.metrics.responses[class].fetch_add(1, Relaxed);
-    tracing::info!(
-        target: "access",
-        client = %peer.ip(),
-        %method,
-        host = host.as_deref().unwrap_or("-"),
-        %path,
-        status = resp.status().as_u16(),
-        upstream = upstream.as_deref().unwrap_or("-"),
-        backend = backend.as_deref().unwrap_or("-"),
-        tries,
-        ms = started.elapsed().as_millis() as u64,
-    );
+    if let Some((method, path)) = logged {
+        tracing::info!(
+            target: "access",
+            client = %peer.ip(),
+            %method,
+            host = host.as_deref().unwrap_or("-"),
+            %path,
+            status = resp.status().as_u16(),
+            upstream = upstream.as_ref().map_or("-", |u| u.name()),
+            backend = backend.as_deref().unwrap_or("-"),
+            tries,
+            ms = started.elapsed().as_millis() as u64,
+        );
+    }
     Ok(resp)
 }
 
-type Forwarded = (Response<ProxyBody>, Option<String>, Option<String>, u32);
+/// The response, and for the access log: the upstream, the last backend tried, the tries.
+type Forwarded = (
+    Response<ProxyBody>,
+    Option<Arc<Upstream>>,
+    Option<Arc<str>>,
+    u32,
+);
 
 async fn forward(
     proxy: &Proxy,
@@ -119,7 +128,7 @@ async fn forward(
         );
     };
     let up: &Arc<Upstream> = routed.upstream;
-    let name = Some(up.name().to_owned());
+    let name = Some(up.clone());
 
     // --- what the request says about routing ---
     let upgrade = upgrade_protocol(&req);
@@ -189,7 +198,7 @@ async fn forward(
         let addr = backend
             .addr()
             .expect("configured servers are socket addresses");
-        last_backend = Some(backend.id().to_owned());
+        last_backend = Some(backend.id_arc().clone());
         let uri = format!("http://{addr}{path_and_query}");
         let mut out = Request::builder()
             .method(parts.method.clone())
@@ -560,7 +569,8 @@ enum Inner {
         /// In flight until the body ends.
         pick: Option<Pick>,
         idle: Duration,
-        timer: Pin<Box<Sleep>>,
+        /// Armed only when the body has to wait: most small bodies arrive with the head.
+        timer: Option<Pin<Box<Sleep>>>,
     },
 }
 
@@ -585,7 +595,7 @@ impl ProxyBody {
                 body,
                 pick: Some(pick),
                 idle,
-                timer: Box::pin(tokio::time::sleep(idle)),
+                timer: None,
             },
         }
     }
@@ -608,7 +618,9 @@ impl Body for ProxyBody {
                 timer,
             } => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                    if let Some(t) = timer {
+                        t.as_mut().reset(tokio::time::Instant::now() + *idle);
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -622,7 +634,11 @@ impl Body for ProxyBody {
                     Poll::Ready(None)
                 }
                 Poll::Pending => {
-                    if pick.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    if pick.is_none() {
+                        return Poll::Pending;
+                    }
+                    let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
+                    if t.as_mut().poll(cx).is_ready() {
                         if let Some(p) = pick.take() {
                             p.failure();
                         }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,8 @@ pub struct TestBackend {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Delay before answering, in milliseconds.
     pub delay_ms: Arc<AtomicU64>,
+    /// Set by `kill`: a connection task that has not noticed its abort yet answers nothing.
+    killed: AtomicBool,
     tasks: Mutex<Option<JoinSet<()>>>,
 }
 
@@ -54,6 +56,7 @@ impl TestBackend {
             hits: Arc::default(),
             seen: Arc::default(),
             delay_ms: Arc::default(),
+            killed: AtomicBool::new(false),
             tasks: Mutex::new(None),
         });
         b.serve(listener);
@@ -88,6 +91,10 @@ impl TestBackend {
     }
 
     async fn answer(&self, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if self.killed.load(Ordering::SeqCst) {
+            // Aborted tasks stop at their next await; until then, a dead backend stays silent.
+            std::future::pending::<()>().await;
+        }
         if req.uri().path() == "/healthz" {
             return Response::new(Full::new(Bytes::from_static(b"ok")));
         }
@@ -132,6 +139,7 @@ impl TestBackend {
 
     /// Stops listening and drops every open connection.
     pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
         if let Some(mut set) = self.tasks.lock().take() {
             set.abort_all();
         }
@@ -150,6 +158,7 @@ impl TestBackend {
                 Err(e) => panic!("cannot rebind {}: {e}", self.addr),
             }
         };
+        self.killed.store(false, Ordering::SeqCst);
         self.serve(listener);
     }
 
