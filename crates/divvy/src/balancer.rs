@@ -355,6 +355,12 @@ impl<S: Strategy> Picker<S> {
         }
     }
 
+    /// The version of the set this picker sees, checking for a newer one with one atomic load.
+    #[inline]
+    pub fn version(&mut self) -> u64 {
+        self.cache.load().version
+    }
+
     /// The balancer this picker picks from.
     pub fn balancer(&self) -> &Balancer<S> {
         &self.balancer
