@@ -728,6 +728,39 @@ async fn a_valid_reload_changes_routing_without_failing_requests_in_flight() {
     assert_eq!(get(&c, addr, "x", "/").await.body, "b");
     let slow = tokio::time::timeout(DEADLINE, slow).await.unwrap().unwrap();
     assert_eq!((slow.status, slow.body.as_str()), (StatusCode::OK, "a"));
+
+    // Reloads back and forth under load: every request is answered 200 by one side or the other.
+    a[0].delay_ms.store(0, Ordering::SeqCst);
+    let done = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, done) = (c.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut bad = 0;
+                for _ in 0..100 {
+                    if get(&c, addr, "x", "/").await.status != StatusCode::OK {
+                        bad += 1;
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                bad
+            })
+        })
+        .collect();
+    for i in 0..10 {
+        // Spread the reloads over the run.
+        let d = done.clone();
+        eventually("the load makes progress", || {
+            let d = d.clone();
+            async move { d.load(Ordering::SeqCst) >= i * 35 }
+        })
+        .await;
+        let target = if i % 2 == 0 { "a" } else { "b" };
+        let config = check::parse(&two_upstreams(&a, &b, target), "reload.toml").unwrap();
+        p.reload(config).unwrap();
+    }
+    let bad = futures_join(workers.into_iter()).await;
+    assert_eq!(bad.iter().sum::<u32>(), 0);
 }
 
 #[tokio::test]
