@@ -270,6 +270,19 @@ async fn an_absolute_form_uri_never_changes_the_destination() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.ends_with("only"), "{out}");
     assert_eq!(bs[0].seen.lock()[0].uri, "/steal?x=1");
+
+    // CONNECT tunnels go nowhere.
+    let mut s = TcpStream::connect(p.listen[0]).await.unwrap();
+    s.write_all(b"CONNECT 198.51.100.1:443 HTTP/1.1\r\nHost: 198.51.100.1:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(DEADLINE, s.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 405");
+    assert_eq!(bs[0].hits(), 1);
 }
 
 // === headers ===
@@ -536,6 +549,54 @@ retries = 0
     let a = get(&c, p.listen[0], "dead.test", "/").await;
     assert_eq!(a.status, StatusCode::BAD_GATEWAY);
     assert!(a.body.starts_with("502 "));
+}
+
+#[tokio::test]
+async fn a_backend_counts_in_flight_until_its_body_ends_and_a_stalled_body_is_cut() {
+    // A raw backend that sends a head and part of the body, then stalls with the socket open.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let stall = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+            .await
+            .unwrap();
+        // Hold the connection until the test ends.
+        let _ = s.read(&mut buf).await;
+    });
+    let toml = format!(
+        "listen = [\"127.0.0.1:0\"]\n[[host]]\ndefault = true\nupstream = \"app\"\n\
+         [upstream.app]\nread_timeout = \"300ms\"\nretries = 0\n\
+         [[upstream.app.server]]\naddress = \"{backend}\"\n"
+    );
+    let p = proxy(&toml).await;
+    let stats = |p: &server::Running| {
+        let t = p.proxy.table.load();
+        let s = t.upstream("app").unwrap().lb.stats();
+        (s[0].in_flight, s[0].successes, s[0].failures)
+    };
+    let req = Request::get(format!("http://{}/", p.listen[0]))
+        .body(Full::default())
+        .unwrap();
+    let resp = tokio::time::timeout(DEADLINE, client().request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The head arrived and was reported a success; the body has not ended, so it is in flight.
+    assert_eq!(stats(&p), (1, 1, 0));
+    let body = tokio::time::timeout(DEADLINE, http_body_util::BodyExt::collect(resp.into_body()))
+        .await
+        .expect("the proxy cuts the stalled body before the deadline");
+    assert!(body.is_err(), "a cut body is an error, not a short success");
+    eventually("the request is no longer in flight", || async {
+        stats(&p).0 == 0
+    })
+    .await;
+    assert_eq!(stats(&p), (0, 1, 1));
+    stall.abort();
 }
 
 #[tokio::test]
