@@ -36,7 +36,7 @@ struct PickMatrix<'a, 'c> {
 impl Visit for PickMatrix<'_, '_> {
     fn visit<S: Strategy>(&mut self, name: &'static str, set: SetKind, make: &dyn Fn() -> S) {
         let ctxs = self.ctxs;
-        for &n in pick_sizes() {
+        for n in pick_sizes() {
             let lb = Balancer::new(make(), set.backends(n))
                 .unwrap_or_else(|e| panic!("{name} with {n} backends: {e}"));
             assert!(lb.pick(&ctxs[0]).is_ok(), "{name} picks nothing");
@@ -108,7 +108,7 @@ impl Service<u32> for Echo {
 }
 
 fn baselines(c: &mut Criterion) {
-    for &n in pick_sizes() {
+    for n in pick_sizes() {
         let set: Vec<Backend> = support::backends(n);
         let set = &set[..];
         for threads in THREADS {

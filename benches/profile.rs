@@ -7,6 +7,8 @@
 //! ```
 //!
 //! Arguments: strategy name (as in the tables), backend count, `balancer` or `picker`, picks.
+//! The strategy name `layer` runs requests through `divvy_tower::Balance` (round robin, as the
+//! `layer` bench) instead.
 //! Instructions per pick = the difference between two runs with different pick counts, divided
 //! by the difference in picks (setup cancels out). Under `cargo bench` (no arguments) it does
 //! nothing.
@@ -16,8 +18,17 @@ mod support;
 use std::hint::black_box;
 use std::time::Instant;
 
-use divvy::{Balancer, Strategy};
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::pin::pin;
+use std::task::{Context as TaskContext, Poll, Waker};
+
+use divvy::strategy::RoundRobin;
+use divvy::{Backend, Balancer, Outcome, Strategy};
+use divvy_tower::track::Opaque;
+use divvy_tower::Balance;
 use support::{each_strategy, Requests, SetKind, Visit, CONTEXTS};
+use tower::Service;
 
 struct Args {
     name: String,
@@ -72,11 +83,48 @@ fn parse() -> Option<Args> {
     })
 }
 
+/// The mock endpoint of the `layer` bench.
+#[derive(Clone, Copy, Debug)]
+struct Echo;
+
+impl Service<u32> for Echo {
+    type Response = u32;
+    type Error = Infallible;
+    type Future = Ready<Result<u32, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        ready(Ok(req))
+    }
+}
+
+fn layer(args: &Args) {
+    let lb = Balancer::new(RoundRobin::new(), support::backends(args.n)).expect("valid set");
+    let classify = |_: &u32| Outcome::Success;
+    let mut balance = Balance::new(lb, |_: &Backend| Echo, (), classify).track(Opaque);
+    let mut cx = TaskContext::from_waker(Waker::noop());
+    let t = Instant::now();
+    for k in 0..args.picks as u32 {
+        assert!(matches!(balance.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let response = pin!(balance.call(black_box(k))).poll(&mut cx);
+        black_box(matches!(response, Poll::Ready(Ok(_))));
+    }
+    let per = t.elapsed().as_nanos() as f64 / args.picks.max(1) as f64;
+    println!("layer n={} {per:.1} ns/request", args.n);
+}
+
 fn main() {
     let Some(args) = parse() else {
         eprintln!("profile: usage: profile STRATEGY BACKENDS balancer|picker PICKS (idle under cargo bench)");
         return;
     };
+    if args.name == "layer" {
+        layer(&args);
+        return;
+    }
     let name = args.name.clone();
     let mut drive = Drive(args, false);
     each_strategy(&mut drive);

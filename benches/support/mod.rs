@@ -24,13 +24,28 @@ pub fn quick() -> bool {
     std::env::var_os(QUICK_VAR).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
-/// Backend counts for the pick matrix: the full matrix, or the two ends of it when quick.
-pub fn pick_sizes() -> &'static [usize] {
-    if quick() {
-        &[16, 10_000]
-    } else {
-        &[3, 16, 1_000, 10_000]
+/// Set `DIVVY_BENCH_SIZES=16,1000` to choose the pick matrix's backend counts.
+pub const SIZES_VAR: &str = "DIVVY_BENCH_SIZES";
+
+/// Backend counts for the pick matrix: `DIVVY_BENCH_SIZES` if set, else the full matrix, or its
+/// two ends when quick.
+pub fn pick_sizes() -> Vec<usize> {
+    if let Some(sizes) = std::env::var(SIZES_VAR).ok().and_then(|v| parse_sizes(&v)) {
+        return sizes;
     }
+    if quick() {
+        vec![16, 10_000]
+    } else {
+        vec![3, 16, 1_000, 10_000]
+    }
+}
+
+fn parse_sizes(v: &str) -> Option<Vec<usize>> {
+    let sizes: Vec<usize> = v
+        .split(',')
+        .map(|s| s.trim().replace('_', "").parse().ok().filter(|&n| n > 0))
+        .collect::<Option<_>>()?;
+    (!sizes.is_empty()).then_some(sizes)
 }
 
 /// Backend counts for snapshot rebuilds.
@@ -47,7 +62,7 @@ pub fn criterion() -> Criterion {
     if quick() {
         c.warm_up_time(Duration::from_millis(200))
             .measurement_time(Duration::from_millis(500))
-            .sample_size(20)
+            .sample_size(10)
     } else {
         c.warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(3))
