@@ -48,3 +48,75 @@ impl Strategy for RoundRobin {
         scan_from(view, i)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::{AdminState, Balancer};
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("10.0.0.{i}:80")).collect()
+    }
+
+    #[test]
+    fn backends_are_visited_in_configuration_order_ignoring_weights() {
+        let lb = Balancer::new(
+            RoundRobin::new(),
+            [
+                Backend::new("a").weight(9),
+                Backend::new("b"),
+                Backend::new("c"),
+            ],
+        )
+        .unwrap();
+        let seq: String = (0..6)
+            .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
+            .collect();
+        assert_eq!(seq, "abcabc");
+    }
+
+    #[test]
+    fn an_unavailable_backends_turn_goes_to_the_next_one() {
+        let lb = Balancer::new(RoundRobin::new(), ["a", "b", "c"].map(Backend::new)).unwrap();
+        lb.set_admin_state("b", Some(AdminState::Down)).unwrap();
+        let seq: String = (0..6)
+            .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
+            .collect();
+        // b's turns go to c, the next available backend in order.
+        assert_eq!(seq, "accacc");
+    }
+
+    proptest! {
+        #[test]
+        fn n_picks_visit_every_available_backend_and_never_an_unavailable_one(
+            n in 1usize..24,
+            down in proptest::collection::vec(any::<bool>(), 24),
+            start in 0usize..50,
+        ) {
+            let names = ids(n);
+            let lb = Balancer::new(RoundRobin::new(), names.iter().map(|s| Backend::new(s.as_str()))).unwrap();
+            for _ in 0..start {
+                drop(lb.pick(&Context::new()));
+            }
+            for (i, name) in names.iter().enumerate() {
+                if down[i] {
+                    lb.set_admin_state(name, Some(AdminState::Down)).unwrap();
+                }
+            }
+            let up: Vec<&String> = names.iter().enumerate().filter(|(i, _)| !down[*i]).map(|(_, s)| s).collect();
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..n {
+                match lb.pick(&Context::new()) {
+                    Ok(p) => {
+                        prop_assert!(up.iter().any(|s| s.as_str() == p.backend().id()));
+                        seen.insert(p.backend().id().to_owned());
+                    }
+                    Err(_) => prop_assert!(up.is_empty()),
+                }
+            }
+            prop_assert_eq!(seen.len(), up.len());
+        }
+    }
+}
