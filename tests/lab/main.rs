@@ -1,0 +1,174 @@
+//! The strategy lab's tests: the simulator against queueing theory, reproducibility, and the
+//! results the load-balancing literature predicts.
+//!
+//! The lab is an example (`examples/lab`); its modules are compiled in here by path, so these
+//! tests exercise exactly the code `cargo run --example lab` runs (and the unit tests at the
+//! bottom of those modules run here too).
+
+// Not every item of the example's modules is used by the tests.
+#![allow(dead_code)]
+
+#[path = "../../examples/lab/chart.rs"]
+mod chart;
+#[path = "../../examples/lab/report.rs"]
+mod report;
+#[path = "../../examples/lab/runner.rs"]
+mod runner;
+#[path = "../../examples/lab/scenario.rs"]
+mod scenario;
+#[path = "../../examples/lab/sim.rs"]
+mod sim;
+#[path = "../../examples/lab/strategies.rs"]
+mod strategies;
+#[path = "../../examples/lab/workload.rs"]
+mod workload;
+
+mod support;
+
+use sim::Options;
+use support::*;
+
+// === The simulator against queueing theory ===
+
+/// Runs an M/M/1 queue through a real balancer, with the balancer's in-flight count checked
+/// against the simulation after every event.
+fn mm1_run(lambda: f64, mu: f64, requests: u64) -> sim::Run {
+    let mut opts = Options::new(requests, 42);
+    opts.check_in_flight = true;
+    run(&mm1(lambda, mu), "round-robin", &opts)
+}
+
+#[test]
+fn littles_law_holds_on_a_single_mm1_backend() {
+    for (lambda, mu) in [(500.0, 1000.0), (800.0, 1000.0)] {
+        let r = mm1_run(lambda, mu, 200_000);
+        let span = r.end as f64;
+        // L from the balancer's own in-flight counts (the Pick guards alive), not from the
+        // simulator's bookkeeping; λ and W from arrivals and recorded latencies.
+        let l = r.balancer_in_flight_area.expect("checked run") / span;
+        let lambda_obs = r.requests as f64 / span;
+        let w = mean_latency(&r);
+        let lw = lambda_obs * w;
+        assert!(
+            (l / lw - 1.0).abs() < 0.01,
+            "ρ = {}: L = {l:.4}, λW = {lw:.4}",
+            lambda / mu
+        );
+        // And L matches the M/M/1 formula ρ / (1 − ρ).
+        let rho = lambda / mu;
+        let expected = rho / (1.0 - rho);
+        assert!(
+            (l / expected - 1.0).abs() < 0.08,
+            "ρ = {rho}: L = {l:.3}, ρ/(1−ρ) = {expected:.3}"
+        );
+    }
+}
+
+#[test]
+fn the_mm1_mean_sojourn_is_one_over_mu_minus_lambda() {
+    // 200,000 requests: at ρ = 0.5 the sample mean's standard error is about 1 %, at ρ = 0.8
+    // (strongly correlated sojourns) about 3 %; the tolerances are a little over twice that.
+    for (lambda, mu, tolerance) in [(500.0, 1000.0, 0.03), (800.0, 1000.0, 0.07)] {
+        let r = mm1_run(lambda, mu, 200_000);
+        let w = mean_latency(&r) / 1e9;
+        let expected = 1.0 / (mu - lambda);
+        assert!(
+            (w / expected - 1.0).abs() < tolerance,
+            "λ = {lambda}, μ = {mu}: W = {:.3} ms, 1/(μ−λ) = {:.3} ms",
+            w * 1e3,
+            expected * 1e3
+        );
+        assert_eq!(r.failures + r.unavailable, 0);
+        assert_eq!(r.latencies.len() as u64, r.requests);
+    }
+}
+
+#[test]
+fn in_flight_counts_match_the_balancer_through_failures_and_membership_changes() {
+    for name in ["failure-recovery", "membership-change"] {
+        let mut opts = Options::new(20_000, 3);
+        opts.check_in_flight = true;
+        for e in strategies::all() {
+            (e.run)(&builtin(name), &opts).unwrap_or_else(|err| panic!("{name}/{}: {err}", e.name));
+        }
+    }
+}
+
+// === Reproducibility ===
+
+fn tables(seed: u64) -> String {
+    let scenarios: Vec<scenario::Scenario> =
+        scenario::BUILTIN.iter().map(|(n, _)| builtin(n)).collect();
+    let runs = runner::run_all(&scenarios, Some(20_000), seed, 2).expect("runs");
+    scenarios
+        .iter()
+        .zip(&runs)
+        .map(|(sc, r)| report::markdown(sc, r, 20_000, seed))
+        .collect()
+}
+
+#[test]
+fn a_seed_reproduces_the_same_table() {
+    assert_eq!(tables(7), tables(7));
+}
+
+#[test]
+fn a_different_seed_changes_the_table() {
+    assert_ne!(tables(7), tables(8));
+}
+
+// === Charts ===
+
+#[test]
+fn charts_are_svg_and_name_every_strategy() {
+    let sc = builtin("failure-recovery");
+    let runs = runner::run_all(std::slice::from_ref(&sc), Some(10_000), 1, 2)
+        .expect("runs")
+        .remove(0);
+    let dir = std::env::temp_dir().join(format!("divvy-lab-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let files = [
+        dir.join("cdf.svg"),
+        dir.join("share.svg"),
+        dir.join("time.svg"),
+    ];
+    chart::latency_cdf(&files[0], &sc, &runs).unwrap();
+    chart::load_share(&files[1], &sc, &runs).unwrap();
+    chart::load_over_time(&files[2], &sc, &runs, "e").unwrap();
+    for f in &files {
+        let svg = std::fs::read_to_string(f).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", f.display());
+        for r in &runs {
+            assert!(
+                svg.contains(&r.strategy),
+                "{} lacks {}",
+                f.display(),
+                r.strategy
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// === What the literature predicts ===
+
+#[test]
+fn a_failing_backend_gets_almost_nothing_while_it_fails_and_traffic_returns_after() {
+    let sc = builtin("failure-recovery");
+    for e in strategies::all() {
+        let r = support::run(&sc, e.name, &Options::new(200_000, 1));
+        let n = r.backends.len();
+        let ei = r.backends.iter().position(|b| b == "e").unwrap();
+        let tl = &r.timeline;
+        let share = |from: usize, to: usize| {
+            let picks: u32 = (from..to).map(|b| tl.picks[b * n + ei]).sum();
+            let reqs: u32 = (from..to).map(|b| tl.requests[b]).sum();
+            f64::from(picks) / f64::from(reqs)
+        };
+        // The failure covers buckets 30..60 of 100; allow a few buckets for detection (one
+        // failure with max_fails = 1) and for recovery (probes `rise 2` every 5 s, slow start).
+        assert!(share(35, 58) < 0.002, "{}: {}", e.name, share(35, 58));
+        assert!(share(80, 100) > 0.1, "{}: {}", e.name, share(80, 100));
+        assert!(share(0, 28) > 0.1, "{}: {}", e.name, share(0, 28));
+    }
+}
