@@ -46,7 +46,7 @@ pub struct Balancer<S: Strategy> {
 
 struct Shared<S: Strategy> {
     strategy: S,
-    current: ArcSwap<Snapshot<S::Prepared>>,
+    current: Arc<ArcSwap<Snapshot<S::Prepared>>>,
     registry: Arc<Registry>,
     /// Identity → live state of the current set; also serialises updates.
     lives: Mutex<HashMap<Arc<str>, Arc<Live>, RandomState>>,
@@ -110,7 +110,7 @@ impl<S: Strategy> BalancerBuilder<S> {
         Ok(Balancer {
             shared: Arc::new(Shared {
                 strategy: self.strategy,
-                current: ArcSwap::from_pointee(snapshot),
+                current: Arc::new(ArcSwap::from_pointee(snapshot)),
                 registry,
                 lives: Mutex::new(lives),
                 tracks_total,
@@ -143,8 +143,27 @@ impl<S: Strategy> Balancer<S> {
     /// healthy or in panic, below its limit, not excluded) wins; otherwise the strategy picks.
     #[inline]
     pub fn pick(&self, ctx: &Context<'_>) -> Result<Pick, PickError> {
+        self.pick_from(&self.shared.current.load(), ctx)
+    }
+
+    /// A per-thread (or per-task) picker that caches the current snapshot: its
+    /// [`pick`](Picker::pick) checks for a newer set with one atomic load instead of
+    /// [`Balancer::pick`]'s snapshot protection, which is the cheapest way to pick when the
+    /// caller has `&mut` access (a tower service, a worker loop).
+    pub fn picker(&self) -> Picker<S> {
+        Picker {
+            balancer: self.clone(),
+            cache: arc_swap::Cache::new(self.shared.current.clone()),
+        }
+    }
+
+    #[inline]
+    fn pick_from(
+        &self,
+        snap: &Snapshot<S::Prepared>,
+        ctx: &Context<'_>,
+    ) -> Result<Pick, PickError> {
         let shared = &*self.shared;
-        let snap = shared.current.load();
         let view = View::new(&snap.members, ctx.get_exclude(), &shared.registry);
         if let Some(key) = ctx.get_sticky() {
             if let Some(&i) = snap.by_key.get(&key) {
@@ -287,6 +306,40 @@ impl<S: Strategy> Balancer<S> {
     }
 }
 
+/// A [`Balancer`] handle that caches the current snapshot, from [`Balancer::picker`].
+///
+/// Holding a picker keeps the snapshot it last saw alive until its next pick notices a newer one.
+pub struct Picker<S: Strategy> {
+    balancer: Balancer<S>,
+    cache: arc_swap::Cache<Arc<ArcSwap<Snapshot<S::Prepared>>>, Arc<Snapshot<S::Prepared>>>,
+}
+
+impl<S: Strategy> Picker<S> {
+    /// Chooses a backend, as [`Balancer::pick`].
+    #[inline]
+    pub fn pick(&mut self, ctx: &Context<'_>) -> Result<Pick, PickError> {
+        let snap = self.cache.load();
+        self.balancer.pick_from(snap, ctx)
+    }
+
+    /// The balancer this picker picks from.
+    pub fn balancer(&self) -> &Balancer<S> {
+        &self.balancer
+    }
+}
+
+impl<S: Strategy> Clone for Picker<S> {
+    fn clone(&self) -> Self {
+        self.balancer.picker()
+    }
+}
+
+impl<S: Strategy> fmt::Debug for Picker<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Picker").finish_non_exhaustive()
+    }
+}
+
 impl<S: Strategy + fmt::Debug> fmt::Debug for Balancer<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let snap = self.shared.current.load();
@@ -397,4 +450,13 @@ fn build_snapshot<P>(
         version,
     };
     (snapshot, events)
+}
+
+#[cfg(test)]
+impl<S: Strategy> Balancer<S> {
+    /// (eligible, healthy) as the registry counts them, for invariant tests.
+    pub(crate) fn shared_counts(&self) -> (u32, u32) {
+        let t = &self.shared.registry.total;
+        (t.eligible.load(Relaxed), t.healthy.load(Relaxed))
+    }
 }

@@ -89,3 +89,10 @@ impl Clock for ManualClock {
 pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+impl ManualClock {
+    pub(crate) fn now_secs(&self) -> u64 {
+        self.now().as_secs()
+    }
+}

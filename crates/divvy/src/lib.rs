@@ -61,7 +61,7 @@ pub mod strategy;
 mod view;
 
 pub use backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
-pub use balancer::{validate, Balancer, BalancerBuilder};
+pub use balancer::{validate, Balancer, BalancerBuilder, Picker};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;
 pub use error::{BackendError, PickError, UpdateError};

@@ -14,7 +14,7 @@
 //! | [`IpHash`] | nginx `ip_hash` | O(1) |
 //! | [`Ketama`] | nginx `hash … consistent` | O(log points) |
 //! | [`Maglev`] | Google Maglev, NSDI 2016 | O(1) |
-//! | [`Random`] | weighted random | O(log n) |
+//! | [`Random`] | weighted random (Vose alias table) | O(1) |
 //! | [`PowerOfTwoChoices`] | Mitzenmacher; Finagle / linkerd peak-EWMA | O(1) |
 //! | [`Failover`] | nginx `backup`, Envoy priorities and zones | inner strategy per tier |
 //!
@@ -53,8 +53,14 @@ use crate::context::Context;
 use crate::error::UpdateError;
 use crate::view::View;
 
+mod failover;
+mod p2c;
+mod random;
 mod round_robin;
 
+pub use failover::Failover;
+pub use p2c::{Cost, PowerOfTwoChoices};
+pub use random::Random;
 pub use round_robin::RoundRobin;
 
 /// A load-balancing strategy. See the [module docs](self) for the contract and an example.
