@@ -225,7 +225,6 @@ pub fn load_share(path: &Path, sc: &Scenario, runs: &[Run]) -> Result {
 pub fn load_over_time(path: &Path, sc: &Scenario, runs: &[Run], watched: &str) -> Result {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (upper, lower) = root.split_vertically(SIZE.1 * 62 / 100);
     let Some(first) = runs.first() else {
         return root.present().map_err(err);
     };
@@ -265,12 +264,20 @@ pub fn load_over_time(path: &Path, sc: &Scenario, runs: &[Run], watched: &str) -
         })
         .collect();
 
+    // The error panel only when there is something to show.
+    let any_errors = max_of(&errs) > 0.0;
+    let (upper, lower) = if any_errors {
+        let (u, l) = root.split_vertically(SIZE.1 * 62 / 100);
+        (u, Some(l))
+    } else {
+        (root.clone(), None)
+    };
     let top = (max_of(&shares) * 1.15).max(1.0);
     let title = format!(
         "{}: share of requests sent to `{watched}` over time",
         sc.name
     );
-    let mut chart = panel(&upper, &title, span, top, "share (%)", false)?;
+    let mut chart = panel(&upper, &title, span, top, "share (%)", !any_errors)?;
     shade(&mut chart, &windows, top)?;
     for (r, s) in runs.iter().zip(shares) {
         let col = color(&r.strategy);
@@ -289,7 +296,10 @@ pub fn load_over_time(path: &Path, sc: &Scenario, runs: &[Run], watched: &str) -
         .draw()
         .map_err(err)?;
 
-    let top = (max_of(&errs) * 1.15).max(0.01);
+    let Some(lower) = lower else {
+        return root.present().map_err(err);
+    };
+    let top = max_of(&errs) * 1.15;
     let mut chart = panel(
         &lower,
         "errors (failed or unroutable requests)",

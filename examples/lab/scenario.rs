@@ -25,6 +25,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("scenarios/membership-change.toml"),
     ),
     ("hot-keys", include_str!("scenarios/hot-keys.toml")),
+    ("backup-tier", include_str!("scenarios/backup-tier.toml")),
 ];
 
 /// A built-in scenario by name.

@@ -4,7 +4,7 @@
 //! so the lab keeps a table of functions rather than trait objects). Randomised strategies are
 //! seeded from the run's seed, so a run stays reproducible.
 
-use divvy::strategy::RoundRobin;
+use divvy::strategy::{Failover, PowerOfTwoChoices, Random, RoundRobin};
 
 use crate::scenario::Scenario;
 use crate::sim::{self, Options, Run};
@@ -16,24 +16,81 @@ pub struct Entry {
     pub name: &'static str,
     /// One line for `--list`.
     pub about: &'static str,
+    /// Only meaningful with priority tiers: left out of scenarios without backups unless named.
+    pub tiers_only: bool,
     /// Runs a scenario with a fresh instance of the strategy.
     pub run: fn(&Scenario, &Options) -> Result<Run, String>,
 }
 
+/// The seed of a randomised strategy: derived from the run's seed, apart from the workload's
+/// streams so that the strategy's coin flips do not shadow the arrivals'.
+fn seed(o: &Options) -> u64 {
+    o.seed ^ 0x5eed_0f_5ea7e9
+}
+
 /// Every strategy, in the order tables list them.
 pub fn all() -> Vec<Entry> {
-    vec![Entry {
-        name: "round-robin",
-        about: "each backend in turn, ignoring weights and load",
-        run: |sc, o| sim::run(sc, "round-robin", RoundRobin::new(), o),
-    }]
+    vec![
+        Entry {
+            name: "round-robin",
+            about: "each backend in turn, ignoring weights and load",
+            tiers_only: false,
+            run: |sc, o| sim::run(sc, "round-robin", RoundRobin::new(), o),
+        },
+        Entry {
+            name: "random",
+            about: "weighted random",
+            tiers_only: false,
+            run: |sc, o| sim::run(sc, "random", Random::from_seed(seed(o)), o),
+        },
+        Entry {
+            name: "p2c-least-loaded",
+            about: "best of two random backends by in-flight requests per weight",
+            tiers_only: false,
+            run: |sc, o| {
+                sim::run(
+                    sc,
+                    "p2c-least-loaded",
+                    PowerOfTwoChoices::from_seed(seed(o)),
+                    o,
+                )
+            },
+        },
+        Entry {
+            name: "p2c-peak-ewma",
+            about: "best of two random backends by peak-EWMA latency x (in flight + 1)",
+            tiers_only: false,
+            run: |sc, o| {
+                sim::run(
+                    sc,
+                    "p2c-peak-ewma",
+                    PowerOfTwoChoices::peak_ewma().seed(seed(o)),
+                    o,
+                )
+            },
+        },
+        Entry {
+            name: "failover(p2c-peak-ewma)",
+            about: "lowest tier with a healthy backend, p2c-peak-ewma inside it",
+            tiers_only: true,
+            run: |sc, o| {
+                sim::run(
+                    sc,
+                    "failover(p2c-peak-ewma)",
+                    Failover::new(PowerOfTwoChoices::peak_ewma().seed(seed(o))),
+                    o,
+                )
+            },
+        },
+    ]
 }
 
 /// The entries a scenario asks for (all when it names none), or an error naming the unknown one.
 pub fn for_scenario(sc: &Scenario) -> Result<Vec<Entry>, String> {
     let all = all();
+    let tiers = sc.backends.iter().any(|b| b.tier > 0);
     match &sc.strategies {
-        None => Ok(all),
+        None => Ok(all.into_iter().filter(|e| tiers || !e.tiers_only).collect()),
         Some(names) => names
             .iter()
             .map(|n| {
