@@ -176,6 +176,19 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The fraction of its weight backend `i` takes now: 1.0, except during slow start, where it
+    /// ramps from `slow_start_min_percent` to 1.0. Unlike [`effective_weight`](Self::effective_weight)
+    /// it does not round, so it ramps even a backend of weight 1.
+    #[inline]
+    pub fn slow_start_factor(&self, i: usize) -> f64 {
+        let m = self.member(i);
+        if m.live.flags.load(Relaxed) & flag::SLOW_START == 0 {
+            1.0
+        } else {
+            self.registry.slow_start_factor(&m.live, self.now_nanos())
+        }
+    }
+
     /// Whether any backend in view is in slow start (so effective weights differ from weights).
     pub fn any_slow_start(&self) -> bool {
         (0..self.len()).any(|i| self.member(i).live.flags.load(Relaxed) & flag::SLOW_START != 0)

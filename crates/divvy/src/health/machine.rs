@@ -233,17 +233,22 @@ impl Registry {
         self.emit(ev);
     }
 
-    /// The effective weight of a backend in slow start, clearing the flag once the window ends.
-    pub(crate) fn slow_start_weight(&self, live: &Live, weight: u32, now: u64) -> u32 {
+    /// The fraction of its weight a backend in slow start takes now, clearing the flag once the
+    /// window ends.
+    pub(crate) fn slow_start_factor(&self, live: &Live, now: u64) -> f64 {
         let window = duration_to_nanos(self.config.slow_start);
         let elapsed = now.saturating_sub(live.slow_start_from.load(Relaxed));
         if window == 0 || elapsed >= window {
             live.flags.fetch_and(!flag::SLOW_START, Relaxed);
-            return weight;
+            return 1.0;
         }
         let min = f64::from(self.config.slow_start_min_percent) / 100.0;
-        let frac = min + (1.0 - min) * (elapsed as f64 / window as f64);
-        ((f64::from(weight) * frac) as u32).clamp(1, weight)
+        min + (1.0 - min) * (elapsed as f64 / window as f64)
+    }
+
+    /// The effective weight of a backend in slow start (at least 1).
+    pub(crate) fn slow_start_weight(&self, live: &Live, weight: u32, now: u64) -> u32 {
+        ((f64::from(weight) * self.slow_start_factor(live, now)) as u32).clamp(1, weight)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The health registry: which backends may take traffic, and why.
 //!
 //! One state machine per backend identity, surviving snapshot updates, driven by an injected
-//! [`Clock`]:
+//! [`Clock`](crate::Clock):
 //!
 //! - **Active results** ([`Balancer::report_probe`](crate::Balancer::report_probe)): HAProxy's
 //!   `rise` / `fall`; a backend that fails `fall` probes in a row is *failing* until it passes

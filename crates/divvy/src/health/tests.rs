@@ -650,3 +650,29 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn slow_start_ramps_even_a_backend_of_weight_one() {
+    let cfg = HealthConfig::builder()
+        .slow_start(secs(100))
+        .slow_start_min_percent(10)
+        .build();
+    let clock = ManualClock::new();
+    let mut b = Balancer::builder(crate::strategy::Random::from_seed(7));
+    b.health(cfg).clock(clock.clone());
+    let lb = b.build([Backend::new(A)]).unwrap();
+    lb.update([Backend::new(A), Backend::new(B)]).unwrap();
+    let share = |lb: &Balancer<crate::strategy::Random>| {
+        let n = 20_000;
+        let hits = (0..n)
+            .filter(|_| lb.pick(&Context::new()).unwrap().backend().id() == B)
+            .count();
+        hits as f64 / n as f64
+    };
+    // At the start B takes 10 % of a weight against A's 100 %: 1/11 of the picks.
+    let early = share(&lb);
+    assert!((early - 1.0 / 11.0).abs() < 0.01, "share at t=0: {early}");
+    clock.advance(secs(100));
+    let late = share(&lb);
+    assert!((late - 0.5).abs() < 0.02, "share after the window: {late}");
+}

@@ -164,7 +164,7 @@ impl PowerOfTwoChoices {
     #[inline]
     pub fn cost(&self, view: &View<'_>, i: usize) -> Cost {
         let in_flight = f64::from(view.in_flight(i));
-        let weight = f64::from(view.effective_weight(i));
+        let weight = f64::from(view.weight(i)) * view.slow_start_factor(i);
         if self.peak_ewma {
             let rtt = view.latency_ewma_nanos(i).unwrap_or(self.default_rtt_nanos);
             Cost(rtt * (in_flight + 1.0) / weight)

@@ -170,13 +170,14 @@ impl Random {
         }
     }
 
-    /// Rejection step for slow start: keeps a draw of `i` with probability `effective / weight`.
+    /// Rejection step for slow start: keeps a draw of `i` with probability equal to its slow-start
+    /// factor (so even a backend of weight 1 ramps).
     #[inline]
     fn passes_slow_start(&self, view: &View<'_>, i: usize) -> bool {
-        let effective = view.effective_weight(i);
-        let weight = view.weight(i);
-        effective >= weight
-            || below(self.stream.next_u64(), u64::from(weight)) < u64::from(effective)
+        let factor = view.slow_start_factor(i);
+        // 2^-64 scales a uniform u64 to [0, 1).
+        factor >= 1.0
+            || (self.stream.next_u64() as f64) * (1.0 / 18_446_744_073_709_551_616.0) < factor
     }
 }
 
