@@ -100,7 +100,8 @@ fn list() {
     println!("built-in scenarios:");
     for (name, _) in scenario::BUILTIN {
         let sc = scenario::builtin(name).expect("built-ins parse");
-        println!("  {name:<20} {}", sc.backends.len());
+        let first = sc.description.split(". ").next().unwrap_or_default();
+        println!("  {name:<20} {}", first.trim_end_matches('.'));
     }
     println!("strategies:");
     for e in strategies::all() {

@@ -172,3 +172,106 @@ fn a_failing_backend_gets_almost_nothing_while_it_fails_and_traffic_returns_afte
         assert!(share(0, 28) > 0.1, "{}: {}", e.name, share(0, 28));
     }
 }
+
+/// p99 of `strategy` in `scenario`, 200,000 requests, seed 1.
+fn p99(sc: &scenario::Scenario, strategy: &str) -> f64 {
+    summary(sc, strategy, 200_000, 1).p99
+}
+
+#[test]
+fn least_loaded_and_peak_ewma_cut_p99_versus_round_robin_when_one_backend_is_slow() {
+    // Linkerd's "Beyond Round Robin" and Finagle: a balancer that measures load sends less to a
+    // slow backend. Round robin gives it a fifth of the traffic, 87 % of its capacity, and the
+    // queue there sets the tail; the load-aware strategies shift traffic away and cut p99.
+    let sc = builtin("slow-backend");
+    let rr = p99(&sc, "round-robin");
+    for s in ["p2c-least-loaded", "p2c-peak-ewma", "least-connections"] {
+        if !has(s) {
+            continue;
+        }
+        let got = summary(&sc, s, 200_000, 1);
+        assert!(
+            got.p99 < rr / 2.0,
+            "{s}: p99 {} vs round robin {rr}",
+            got.p99
+        );
+        let slow = *got.shares.last().unwrap();
+        assert!(slow < 0.15, "{s} sends {slow} to the slow backend");
+    }
+    // Peak-EWMA sees latency, not only queue length, so it avoids the slow backend hardest.
+    let ewma = summary(&sc, "p2c-peak-ewma", 200_000, 1);
+    let ll = summary(&sc, "p2c-least-loaded", 200_000, 1);
+    assert!(
+        ewma.shares[4] < ll.shares[4],
+        "{:?} vs {:?}",
+        ewma.shares,
+        ll.shares
+    );
+}
+
+#[test]
+fn weighted_strategies_follow_capacity_and_round_robin_overloads_the_small_backends() {
+    let sc = builtin("heterogeneous");
+    let weights = [1.0, 1.0, 2.0, 2.0, 4.0, 4.0];
+    let total: f64 = weights.iter().sum();
+    for s in ["random", "weighted-round-robin"] {
+        if !has(s) {
+            continue;
+        }
+        let got = summary(&sc, s, 200_000, 1);
+        for (share, w) in got.shares.iter().zip(weights) {
+            assert!((share - w / total).abs() < 0.01, "{s}: {:?}", got.shares);
+        }
+    }
+    let rr = summary(&sc, "round-robin", 200_000, 1);
+    assert!(rr.shares.iter().all(|s| (s - 1.0 / 6.0).abs() < 0.001));
+    assert!(rr.p99 > 2.0 * p99(&sc, "random"));
+}
+
+#[test]
+fn consistent_hashing_moves_only_the_keys_it_must_and_round_robin_moves_most() {
+    // Removing one of five backends must move its fifth of the keys; adding a fifth backend
+    // must move the fifth of the keys it takes over. Anything key-oblivious moves about 4/5.
+    let sc = builtin("membership-change");
+    let rr = summary(&sc, "round-robin", 200_000, 1);
+    assert_eq!(rr.keys_moved.len(), 2);
+    assert!(
+        rr.keys_moved.iter().all(|&m| m > 0.7),
+        "{:?}",
+        rr.keys_moved
+    );
+    for s in ["ketama", "maglev", "ip-hash"] {
+        if !has(s) {
+            continue;
+        }
+        let got = summary(&sc, s, 200_000, 1);
+        let bound = if s == "ip-hash" { 1.0 } else { 0.26 };
+        for &m in &got.keys_moved {
+            assert!((0.17..bound).contains(&m), "{s}: {:?}", got.keys_moved);
+        }
+    }
+}
+
+#[test]
+fn maglev_balances_uniform_keys_within_a_few_percent() {
+    if !has("maglev") {
+        return;
+    }
+    let sc = builtin("membership-change");
+    let got = summary(&sc, "maglev", 200_000, 1);
+    assert!(got.max_over_mean < 1.05, "{}", got.max_over_mean);
+}
+
+#[test]
+fn bounded_loads_cap_the_hot_keys_backend() {
+    if !has("maglev-bounded") {
+        return;
+    }
+    let sc = builtin("hot-keys");
+    let plain = summary(&sc, "maglev", 200_000, 1);
+    let bounded = summary(&sc, "maglev-bounded", 200_000, 1);
+    // The hottest key alone is about 13 % of requests, more than a fair eighth.
+    assert!(plain.max_over_mean > 1.5, "{}", plain.max_over_mean);
+    assert!(bounded.max_over_mean < 1.3, "{}", bounded.max_over_mean);
+    assert!(bounded.p99 < plain.p99, "{} vs {}", bounded.p99, plain.p99);
+}
