@@ -53,15 +53,26 @@ use crate::context::Context;
 use crate::error::UpdateError;
 use crate::view::View;
 
+mod bounded;
 mod failover;
+mod ip_hash;
+mod ketama;
+mod least_conn;
+mod maglev;
 mod p2c;
 mod random;
 mod round_robin;
+mod weighted;
 
 pub use failover::Failover;
+pub use ip_hash::{IpHash, Placement};
+pub use ketama::Ketama;
+pub use least_conn::{CurrentWeights, LeastConnections};
+pub use maglev::Maglev;
 pub use p2c::{Cost, PowerOfTwoChoices};
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use weighted::{Schedule, WeightedRoundRobin};
 
 /// A load-balancing strategy. See the [module docs](self) for the contract and an example.
 pub trait Strategy: Send + Sync + 'static {

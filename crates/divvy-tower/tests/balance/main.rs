@@ -1,0 +1,6 @@
+//! `Balance` end to end: against scripted mock endpoints, and against real hyper servers on
+//! loopback.
+
+mod loopback;
+mod mock;
+mod support;
