@@ -4,6 +4,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::report::quantile;
 use crate::scenario::Scenario;
@@ -43,7 +44,57 @@ fn color(strategy: &str) -> RGBColor {
 /// The weight-share mark: a red no strategy uses.
 const WEIGHT_MARK: RGBColor = RGBColor(220, 20, 60);
 
-const SIZE: (u32, u32) = (960, 600);
+const SIZE: (u32, u32) = (1100, 600);
+/// Width of the legend column on the right, outside the plot so it never hides data.
+const LEGEND_WIDTH: u32 = 230;
+
+/// How a legend entry is drawn.
+#[derive(Clone, Copy)]
+enum Mark {
+    Line,
+    Bar,
+}
+
+/// A white canvas split into the plot (left) and the legend column (right).
+fn canvas(path: &Path) -> Result<(Area<'_>, Area<'_>, Area<'_>)> {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (plot, legend) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
+    Ok((root, plot, legend))
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// Draws `entries` top-down in the legend column.
+fn legend(area: &Area<'_>, entries: &[(String, RGBColor, Mark)]) -> Result {
+    for (i, (name, col, mark)) in entries.iter().enumerate() {
+        let y = 60 + 22 * i as i32;
+        match mark {
+            Mark::Line => area
+                .draw(&PathElement::new(
+                    vec![(4, y), (28, y)],
+                    col.stroke_width(3),
+                ))
+                .map_err(err)?,
+            Mark::Bar => area
+                .draw(&Rectangle::new([(8, y - 6), (24, y + 6)], col.filled()))
+                .map_err(err)?,
+        }
+        area.draw(&Text::new(
+            name.clone(),
+            (36, y),
+            TextStyle::from((FONT, 14)).pos(Pos::new(HPos::Left, VPos::Center)),
+        ))
+        .map_err(err)?;
+    }
+    Ok(())
+}
+
+fn strategy_entries(runs: &[Run], mark: Mark) -> Vec<(String, RGBColor, Mark)> {
+    runs.iter()
+        .map(|r| (r.strategy.clone(), color(&r.strategy), mark))
+        .collect()
+}
 const FONT: &str = "sans-serif";
 
 /// The "nines" of a quantile: 1 → 90 %, 2 → 99 %, 3 → 99.9 %.
@@ -62,8 +113,7 @@ fn nines_label(v: f64) -> String {
 /// Latency CDF per strategy, with the tail stretched: the y axis is in "nines", so p50, p90,
 /// p99 and p99.9 are equally spaced and a bad tail is visible instead of squashed into the top.
 pub fn latency_cdf(path: &Path, sc: &Scenario, runs: &[Run]) -> Result {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    let (root, plot, side) = canvas(path)?;
     let max_nines = 4.0f64;
     let steps = 400;
     let curve = |r: &Run| -> Vec<(f64, f64)> {
@@ -91,7 +141,7 @@ pub fn latency_cdf(path: &Path, sc: &Scenario, runs: &[Run]) -> Result {
     } else {
         (0.1, 1000.0)
     };
-    let mut chart = ChartBuilder::on(&root)
+    let mut chart = ChartBuilder::on(&plot)
         .caption(
             format!("{}: latency CDF (successful requests)", sc.name),
             (FONT, 22),
@@ -114,25 +164,15 @@ pub fn latency_cdf(path: &Path, sc: &Scenario, runs: &[Run]) -> Result {
         let col = color(&r.strategy);
         chart
             .draw_series(LineSeries::new(c, col.stroke_width(2)))
-            .map_err(err)?
-            .label(r.strategy.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 14))
-        .draw()
-        .map_err(err)?;
+    legend(&side, &strategy_entries(runs, Mark::Line))?;
     root.present().map_err(err)
 }
 
 /// Load share per backend, one bar per strategy, with each backend's weight share marked.
 pub fn load_share(path: &Path, sc: &Scenario, runs: &[Run]) -> Result {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    let (root, plot, side) = canvas(path)?;
     let names: Vec<String> = sc.expanded().into_iter().map(|e| e.name).collect();
     let n = names.len();
     let total: f64 = runs
@@ -158,8 +198,8 @@ pub fn load_share(path: &Path, sc: &Scenario, runs: &[Run]) -> Result {
         .copied()
         .fold(0.0, f64::max)
         .max(1.0)
-        * 1.25;
-    let mut chart = ChartBuilder::on(&root)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&plot)
         .caption(format!("{}: load share per backend", sc.name), (FONT, 22))
         .margin(16)
         .x_label_area_size(48)
@@ -191,9 +231,7 @@ pub fn load_share(path: &Path, sc: &Scenario, runs: &[Run]) -> Result {
                 let x0 = i as f64 - 0.4 + j as f64 * width;
                 Rectangle::new([(x0, 0.0), (x0 + width * 0.9, s)], col.filled())
             }))
-            .map_err(err)?
-            .label(r.strategy.clone())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+            .map_err(err)?;
     }
     if !by_weight.is_empty() {
         chart
@@ -203,28 +241,18 @@ pub fn load_share(path: &Path, sc: &Scenario, runs: &[Run]) -> Result {
                     WEIGHT_MARK.stroke_width(3),
                 )
             }))
-            .map_err(err)?
-            .label("share by weight")
-            .legend(|(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], WEIGHT_MARK.stroke_width(3))
-            });
+            .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 14))
-        .draw()
-        .map_err(err)?;
+    let mut entries = strategy_entries(runs, Mark::Bar);
+    entries.push(("share by weight".into(), WEIGHT_MARK, Mark::Line));
+    legend(&side, &entries)?;
     root.present().map_err(err)
 }
 
 /// The watched backend's share of requests over time (top) and the error rate (bottom), one
 /// line per strategy; failure windows are shaded.
 pub fn load_over_time(path: &Path, sc: &Scenario, runs: &[Run], watched: &str) -> Result {
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
+    let (root, plot, side) = canvas(path)?;
     let Some(first) = runs.first() else {
         return root.present().map_err(err);
     };
@@ -267,10 +295,10 @@ pub fn load_over_time(path: &Path, sc: &Scenario, runs: &[Run], watched: &str) -
     // The error panel only when there is something to show.
     let any_errors = max_of(&errs) > 0.0;
     let (upper, lower) = if any_errors {
-        let (u, l) = root.split_vertically(SIZE.1 * 62 / 100);
+        let (u, l) = plot.split_vertically(SIZE.1 * 62 / 100);
         (u, Some(l))
     } else {
-        (root.clone(), None)
+        (plot.clone(), None)
     };
     let top = (max_of(&shares) * 1.15).max(1.0);
     let title = format!(
@@ -283,18 +311,9 @@ pub fn load_over_time(path: &Path, sc: &Scenario, runs: &[Run], watched: &str) -
         let col = color(&r.strategy);
         chart
             .draw_series(LineSeries::new(s, col.stroke_width(2)))
-            .map_err(err)?
-            .label(r.strategy.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], col.stroke_width(2)));
+            .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .label_font((FONT, 13))
-        .draw()
-        .map_err(err)?;
+    legend(&side, &strategy_entries(runs, Mark::Line))?;
 
     let Some(lower) = lower else {
         return root.present().map_err(err);

@@ -99,7 +99,8 @@ pub struct Timeline {
 pub struct KeysMoved {
     /// Keys seen both before and after the change.
     pub compared: u64,
-    /// Of those, keys whose first backend after differs from their last before.
+    /// Of those, keys whose first backend after differs from their last before. "Before" is the
+    /// time since the previous change (or the start).
     pub moved: u64,
 }
 
@@ -325,11 +326,12 @@ pub fn run<S: Strategy>(
     };
 
     let track_keys = !changes.is_empty();
-    let mut last_backend = if track_keys {
-        vec![NO_BACKEND; scenario.keys.count as usize]
+    let keys_len = if track_keys {
+        scenario.keys.count as usize
     } else {
-        Vec::new()
+        0
     };
+    let mut last_backend = vec![NO_BACKEND; keys_len];
     let mut tracker: Option<KeyTracker> = None;
 
     let mut q = Queue {
@@ -480,9 +482,12 @@ pub fn run<S: Strategy>(
                 if let Some(t) = tracker.take() {
                     run.keys_moved.push(t.result);
                 }
+                // Only keys seen since the previous change count as "before": a key last seen
+                // before it would carry that change's move into this one.
+                let before = std::mem::replace(&mut last_backend, vec![NO_BACKEND; keys_len]);
                 tracker = Some(KeyTracker {
-                    before: last_backend.clone(),
-                    checked: vec![false; last_backend.len()],
+                    checked: vec![false; before.len()],
+                    before,
                     result: KeysMoved {
                         compared: 0,
                         moved: 0,

@@ -186,9 +186,6 @@ fn least_loaded_and_peak_ewma_cut_p99_versus_round_robin_when_one_backend_is_slo
     let sc = builtin("slow-backend");
     let rr = p99(&sc, "round-robin");
     for s in ["p2c-least-loaded", "p2c-peak-ewma", "least-connections"] {
-        if !has(s) {
-            continue;
-        }
         let got = summary(&sc, s, 200_000, 1);
         assert!(
             got.p99 < rr / 2.0,
@@ -215,9 +212,6 @@ fn weighted_strategies_follow_capacity_and_round_robin_overloads_the_small_backe
     let weights = [1.0, 1.0, 2.0, 2.0, 4.0, 4.0];
     let total: f64 = weights.iter().sum();
     for s in ["random", "weighted-round-robin"] {
-        if !has(s) {
-            continue;
-        }
         let got = summary(&sc, s, 200_000, 1);
         for (share, w) in got.shares.iter().zip(weights) {
             assert!((share - w / total).abs() < 0.01, "{s}: {:?}", got.shares);
@@ -241,9 +235,6 @@ fn consistent_hashing_moves_only_the_keys_it_must_and_round_robin_moves_most() {
         rr.keys_moved
     );
     for s in ["ketama", "maglev", "ip-hash"] {
-        if !has(s) {
-            continue;
-        }
         let got = summary(&sc, s, 200_000, 1);
         let bound = if s == "ip-hash" { 1.0 } else { 0.26 };
         for &m in &got.keys_moved {
@@ -254,9 +245,6 @@ fn consistent_hashing_moves_only_the_keys_it_must_and_round_robin_moves_most() {
 
 #[test]
 fn maglev_balances_uniform_keys_within_a_few_percent() {
-    if !has("maglev") {
-        return;
-    }
     let sc = builtin("membership-change");
     let got = summary(&sc, "maglev", 200_000, 1);
     assert!(got.max_over_mean < 1.05, "{}", got.max_over_mean);
@@ -264,9 +252,6 @@ fn maglev_balances_uniform_keys_within_a_few_percent() {
 
 #[test]
 fn bounded_loads_cap_the_hot_keys_backend() {
-    if !has("maglev-bounded") {
-        return;
-    }
     let sc = builtin("hot-keys");
     let plain = summary(&sc, "maglev", 200_000, 1);
     let bounded = summary(&sc, "maglev-bounded", 200_000, 1);

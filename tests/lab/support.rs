@@ -38,11 +38,6 @@ pub fn summary(sc: &Scenario, strategy: &str, requests: u64, seed: u64) -> Summa
     report::summarize(&r, &report::steady_backends(sc))
 }
 
-/// Whether the lab knows `strategy` yet (strategies land one branch at a time).
-pub fn has(strategy: &str) -> bool {
-    strategies::all().iter().any(|e| e.name == strategy)
-}
-
 /// Mean of successful latencies, nanoseconds.
 pub fn mean_latency(r: &Run) -> f64 {
     r.latencies.iter().map(|&l| l as f64).sum::<f64>() / r.latencies.len() as f64
