@@ -40,6 +40,8 @@
 //! | [`track`] | how long a request holds its backend (HTTP: until the body ends) |
 //! | [`retry`] | retries on another backend, as a tower retry policy |
 //! | [`endpoint`] | one shared HTTP client pointed at each backend |
+//! | [`health`] | active health checks (TCP, HTTP) feeding the registry's rise/fall |
+//! | `discover` | DNS discovery (A/AAAA, SRV), behind the `dns` feature |
 //! | [`error`] | [`NoBackendAvailable`](error::NoBackendAvailable), [`BackendFailed`](error::BackendFailed) |
 
 #![forbid(unsafe_code)]
@@ -52,16 +54,22 @@
 
 pub mod balance;
 pub mod classify;
+#[cfg(feature = "dns")]
+pub mod discover;
 pub mod endpoint;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod retry;
 pub mod track;
 
 pub use balance::{Balance, BalanceLayer, MakeEndpoint};
 pub use classify::{Classify, HttpClassify};
+#[cfg(feature = "dns")]
+pub use discover::{DiscoveryHandle, DnsDiscovery};
 pub use endpoint::HttpEndpoints;
 pub use extract::{Extract, RequestKey};
+pub use health::{HealthCheckHandle, HealthChecker};
 pub use retry::RetryPolicy;
 pub use track::PickBody;
 

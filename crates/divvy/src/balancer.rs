@@ -143,7 +143,31 @@ impl<S: Strategy> Balancer<S> {
     /// healthy or in panic, below its limit, not excluded) wins; otherwise the strategy picks.
     #[inline]
     pub fn pick(&self, ctx: &Context<'_>) -> Result<Pick, PickError> {
-        self.pick_from(&self.shared.current.load(), ctx)
+        let snap = self.shared.current.load();
+        self.pick_from(&snap, ctx)
+            .or_else(|e| self.retry_if_stale(&snap, ctx, e))
+    }
+
+    /// A failed pick gets one more try, because what it read may have changed under it: health
+    /// counts describe the newest set, so a pick racing an update may have paired the replaced
+    /// set with its successor's counts (a tier looked healthy because of a backend the old set
+    /// lacks); and a pick racing a transition may have read a tier's healthy count just before
+    /// its last healthy backend was ejected, when panic mode was about to apply. Only a failed
+    /// pick pays for this.
+    #[cold]
+    fn retry_if_stale(
+        &self,
+        snap: &Snapshot<S::Prepared>,
+        ctx: &Context<'_>,
+        e: PickError,
+    ) -> Result<Pick, PickError> {
+        let registry = &self.shared.registry;
+        if snap.version != registry.counted_version.load(Relaxed) {
+            // The newer snapshot is stored right after the recount, under the registry lock.
+            let _published = registry.lock();
+            return self.pick_from(&self.shared.current.load(), ctx);
+        }
+        self.pick_from(snap, ctx).map_err(|_| e)
     }
 
     /// A per-thread (or per-task) picker that caches the current snapshot: its
@@ -207,6 +231,7 @@ impl<S: Strategy> Balancer<S> {
         {
             let guard = registry.lock();
             registry.recount(&guard, snapshot.members.iter().map(|m| &*m.live));
+            registry.counted_version.store(version, Relaxed);
             self.shared.current.store(Arc::new(snapshot));
         }
         drop(lives);
@@ -306,12 +331,14 @@ impl<S: Strategy> Balancer<S> {
     }
 }
 
+type SnapshotCache<P> = arc_swap::Cache<Arc<ArcSwap<Snapshot<P>>>, Arc<Snapshot<P>>>;
+
 /// A [`Balancer`] handle that caches the current snapshot, from [`Balancer::picker`].
 ///
 /// Holding a picker keeps the snapshot it last saw alive until its next pick notices a newer one.
 pub struct Picker<S: Strategy> {
     balancer: Balancer<S>,
-    cache: arc_swap::Cache<Arc<ArcSwap<Snapshot<S::Prepared>>>, Arc<Snapshot<S::Prepared>>>,
+    cache: SnapshotCache<S::Prepared>,
 }
 
 impl<S: Strategy> Picker<S> {
@@ -319,7 +346,19 @@ impl<S: Strategy> Picker<S> {
     #[inline]
     pub fn pick(&mut self, ctx: &Context<'_>) -> Result<Pick, PickError> {
         let snap = self.cache.load();
-        self.balancer.pick_from(snap, ctx)
+        match self.balancer.pick_from(snap, ctx) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                let snap = snap.clone();
+                self.balancer.retry_if_stale(&snap, ctx, e)
+            }
+        }
+    }
+
+    /// The version of the set this picker sees, checking for a newer one with one atomic load.
+    #[inline]
+    pub fn version(&mut self) -> u64 {
+        self.cache.load().version
     }
 
     /// The balancer this picker picks from.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use divvy::{Backend, Balancer, Strategy};
+use divvy::{Backend, Balancer, Picker, Strategy};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower::BoxError;
@@ -29,7 +29,8 @@ use crate::track::{Http, Track};
 /// Cheap to clone: the balancer and the per-backend services are shared, and the maker,
 /// extractor, classifier and tracker are cloned (keep them small, or behind an `Arc`).
 pub struct Balance<S: Strategy, M: MakeEndpoint, X, C, T = Http> {
-    balancer: Balancer<S>,
+    /// Caches the balancer's snapshot: a version check and a pick cost one atomic load.
+    picker: Picker<S>,
     maker: M,
     extract: X,
     classify: C,
@@ -69,7 +70,7 @@ where
     ) -> Self {
         let endpoints = Arc::new(Endpoints::build(&balancer, &mut maker, None));
         Balance {
-            balancer,
+            picker: balancer.picker(),
             maker,
             extract,
             classify,
@@ -83,7 +84,7 @@ where
     /// [`Opaque`](crate::track::Opaque) for a service that is not HTTP.
     pub fn track<T2>(self, track: T2) -> Balance<S, M, X, C, T2> {
         Balance {
-            balancer: self.balancer,
+            picker: self.picker,
             maker: self.maker,
             extract: self.extract,
             classify: self.classify,
@@ -98,9 +99,9 @@ where
     #[cold]
     fn refresh(&mut self) {
         let mut latest = self.latest.lock();
-        if latest.version != self.balancer.version() {
+        if latest.version != self.picker.version() {
             *latest = Arc::new(Endpoints::build(
-                &self.balancer,
+                self.picker.balancer(),
                 &mut self.maker,
                 Some(&latest),
             ));
@@ -124,7 +125,7 @@ where
 impl<S: Strategy, M: MakeEndpoint, X, C, T> Balance<S, M, X, C, T> {
     /// The balancer.
     pub fn balancer(&self) -> &Balancer<S> {
-        &self.balancer
+        self.picker.balancer()
     }
 
     /// The maker of per-backend services.
@@ -183,13 +184,13 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let start = Instant::now();
-        if self.balancer.version() != self.endpoints.version {
+        if self.picker.version() != self.endpoints.version {
             self.refresh();
         }
         let picked = {
             let key = self.extract.extract(&request);
             let ctx = key.context().exclude(self.track.exclude(&request));
-            self.balancer.pick(&ctx)
+            self.picker.pick(&ctx)
         };
         let pick = match picked {
             Ok(pick) => pick,
@@ -222,7 +223,7 @@ where
 {
     fn clone(&self) -> Self {
         Balance {
-            balancer: self.balancer.clone(),
+            picker: self.picker.clone(),
             maker: self.maker.clone(),
             extract: self.extract.clone(),
             classify: self.classify.clone(),
@@ -243,7 +244,7 @@ where
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Balance")
-            .field("balancer", &self.balancer)
+            .field("balancer", self.picker.balancer())
             .field("maker", &self.maker)
             .field("extract", &self.extract)
             .field("classify", &self.classify)

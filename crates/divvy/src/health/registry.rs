@@ -142,6 +142,9 @@ pub(crate) struct Registry {
     pub(crate) outlier_ejected: AtomicU32,
     pub(crate) set_size: AtomicU32,
     pub(crate) total_in_flight: AtomicU64,
+    /// The version of the set the counts describe; the balancer publishes that set's snapshot
+    /// right after recounting, under the same lock.
+    pub(crate) counted_version: AtomicU64,
     subscribers: RwLock<Vec<Subscriber>>,
 }
 
@@ -156,6 +159,7 @@ impl Registry {
             outlier_ejected: AtomicU32::new(0),
             set_size: AtomicU32::new(0),
             total_in_flight: AtomicU64::new(0),
+            counted_version: AtomicU64::new(0),
             subscribers: RwLock::new(Vec::new()),
         }
     }

@@ -4,7 +4,10 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr};
 
-use divvy::strategy::RoundRobin;
+use divvy::strategy::{
+    Failover, IpHash, Ketama, LeastConnections, Maglev, PowerOfTwoChoices, Random, RoundRobin,
+    WeightedRoundRobin,
+};
 use divvy::{Backend, Balancer, Context, Strategy};
 
 struct Counting;
@@ -55,7 +58,7 @@ fn assert_no_allocation<S: Strategy>(strategy: S) {
         Backend::new("10.0.0.1:80").key(),
         Backend::new("10.0.0.2:80").key(),
     ];
-    let mut run = |rounds: usize| {
+    let run = |rounds: usize| {
         for r in 0..rounds {
             let ip = IpAddr::V4(Ipv4Addr::new(192, 0, (r % 256) as u8, 7));
             let ctx = Context::new()
@@ -73,6 +76,15 @@ fn assert_no_allocation<S: Strategy>(strategy: S) {
     run(50); // warm up thread-local state (arc-swap's debt slots are allocated on first use)
     let n = allocations_during(|| run(2_000));
     assert_eq!(n, 0, "{name}: the pick path allocated {n} times");
+    let mut picker = lb.picker();
+    drop(picker.pick(&Context::new()));
+    let n = allocations_during(|| {
+        for i in 0..2_000u32 {
+            let key = i.to_le_bytes();
+            drop(picker.pick(&Context::new().key(&key)).unwrap());
+        }
+    });
+    assert_eq!(n, 0, "{name}: Picker::pick allocated {n} times");
 }
 
 #[test]
@@ -81,7 +93,27 @@ fn the_counter_sees_an_allocation() {
     assert_eq!(n, 1);
 }
 
-#[test]
-fn round_robin_picks_without_allocating() {
-    assert_no_allocation(RoundRobin::new());
+macro_rules! no_allocation {
+    ($($test:ident: $strategy:expr,)*) => {$(
+        #[test]
+        fn $test() {
+            assert_no_allocation($strategy);
+        }
+    )*};
+}
+
+no_allocation! {
+    round_robin_picks_without_allocating: RoundRobin::new(),
+    weighted_round_robin_picks_without_allocating: WeightedRoundRobin::new(),
+    least_connections_picks_without_allocating: LeastConnections::new(),
+    ip_hash_picks_without_allocating: IpHash::new(),
+    full_address_ip_hash_picks_without_allocating: IpHash::full_address(),
+    ketama_picks_without_allocating: Ketama::new(),
+    bounded_ketama_picks_without_allocating: Ketama::new().bounded_load(1.25),
+    maglev_picks_without_allocating: Maglev::new(),
+    bounded_maglev_picks_without_allocating: Maglev::new().bounded_load(1.25),
+    random_picks_without_allocating: Random::from_seed(1),
+    p2c_picks_without_allocating: PowerOfTwoChoices::from_seed(1),
+    peak_ewma_p2c_picks_without_allocating: PowerOfTwoChoices::peak_ewma(),
+    failover_picks_without_allocating: Failover::zone_aware(WeightedRoundRobin::new()),
 }

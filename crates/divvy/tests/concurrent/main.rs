@@ -4,14 +4,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 
-use divvy::strategy::RoundRobin;
+use divvy::strategy::{
+    Failover, IpHash, Ketama, LeastConnections, Maglev, PowerOfTwoChoices, Random, RoundRobin,
+    WeightedRoundRobin,
+};
 use divvy::{Backend, Balancer, Context, Strategy};
 
 fn set(generation: usize) -> Vec<Backend> {
     // Backends 0..8 always stay; 8..16 come and go, so live state is both kept and replaced.
     (0..16)
         .filter(|i| *i < 8 || (i + generation) % 3 != 0)
-        .map(|i| Backend::new(format!("10.1.0.{i}:80")).weight(1 + (i % 4) as u32))
+        .map(|i| {
+            Backend::new(format!("10.1.0.{i}:80"))
+                .weight(1 + (i % 4) as u32)
+                .tier((i % 2) as u8)
+        })
         .collect()
 }
 
@@ -66,7 +73,23 @@ fn picks_race_with_updates<S: Strategy>(strategy: S) {
     }
 }
 
-#[test]
-fn round_robin_survives_concurrent_updates() {
-    picks_race_with_updates(RoundRobin::new());
+macro_rules! concurrent {
+    ($($test:ident: $strategy:expr,)*) => {$(
+        #[test]
+        fn $test() {
+            picks_race_with_updates($strategy);
+        }
+    )*};
+}
+
+concurrent! {
+    round_robin_survives_concurrent_updates: RoundRobin::new(),
+    weighted_round_robin_survives_concurrent_updates: WeightedRoundRobin::new(),
+    least_connections_survives_concurrent_updates: LeastConnections::new(),
+    ip_hash_survives_concurrent_updates: IpHash::new(),
+    ketama_survives_concurrent_updates: Ketama::new().bounded_load(1.5),
+    maglev_survives_concurrent_updates: Maglev::new().bounded_load(1.5),
+    random_survives_concurrent_updates: Random::new(),
+    p2c_survives_concurrent_updates: PowerOfTwoChoices::peak_ewma(),
+    failover_survives_concurrent_updates: Failover::new(WeightedRoundRobin::new()),
 }
