@@ -310,6 +310,22 @@ pub struct FailureSpec {
     /// How long a failing request takes, milliseconds.
     #[serde(default = "unit")]
     pub error_ms: f64,
+    /// How the failure looks to the caller.
+    #[serde(default)]
+    pub kind: FailureKind,
+}
+
+/// How a failing backend fails, which decides what the balancer is told.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureKind {
+    /// The connection is refused: a failure with no latency to report (what the tower adapter
+    /// reports for a transport error).
+    #[default]
+    Refused,
+    /// The backend answers with an error (a 5xx): a failure and its latency, which feeds the
+    /// latency EWMA like any response.
+    ErrorResponse,
 }
 
 /// A backend after replica expansion.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use divvy::{Backend, Balancer, Context, ManualClock, Outcome, Pick, Strategy};
 
-use crate::scenario::{Expanded, Scenario};
+use crate::scenario::{Expanded, FailureKind, Scenario};
 use crate::workload::{self, Arrivals, Keys, ServiceTime, SimRng};
 
 /// What a run is asked to do.
@@ -167,18 +167,28 @@ struct Station {
     queue: VecDeque<u32>,
     service: ServiceTime,
     rng: SimRng,
-    /// Fast-failure windows `[from, until)` and the error latency, nanoseconds.
-    failures: Vec<(u64, u64, u64)>,
+    /// Fast-failure windows `[from, until)`, nanoseconds.
+    failures: Vec<Window>,
     /// Requests at this backend (queued, in service or failing).
     in_system: u32,
 }
 
+/// A window of fast failures.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    from: u64,
+    until: u64,
+    /// How long a failing request takes, nanoseconds.
+    error: u64,
+    kind: FailureKind,
+}
+
 impl Station {
-    fn failing_at(&self, t: u64) -> Option<u64> {
+    fn failing_at(&self, t: u64) -> Option<Window> {
         self.failures
             .iter()
-            .find(|&&(from, until, _)| from <= t && t < until)
-            .map(|&(_, _, err)| err)
+            .find(|w| w.from <= t && t < w.until)
+            .copied()
     }
 }
 
@@ -186,7 +196,8 @@ impl Station {
 struct Request {
     arrival: u64,
     station: u32,
-    failed: bool,
+    /// How it fails, when it arrived during a failure window.
+    failed: Option<FailureKind>,
     pick: Option<Pick>,
 }
 
@@ -254,12 +265,11 @@ pub fn run<S: Strategy>(
                 .spec
                 .failures
                 .iter()
-                .map(|f| {
-                    (
-                        at_fraction(f.from, duration),
-                        at_fraction(f.until, duration),
-                        (f.error_ms * 1e6).round() as u64,
-                    )
+                .map(|f| Window {
+                    from: at_fraction(f.from, duration),
+                    until: at_fraction(f.until, duration),
+                    error: (f.error_ms * 1e6).round() as u64,
+                    kind: f.kind,
                 })
                 .collect(),
             in_system: 0,
@@ -417,11 +427,11 @@ pub fn run<S: Strategy>(
                         let slot = slab.insert(Request {
                             arrival: now,
                             station: si as u32,
-                            failed: failing.is_some(),
+                            failed: failing.map(|w| w.kind),
                             pick: Some(pick),
                         });
-                        if let Some(err) = failing {
-                            q.push(now + err, What::Done(slot));
+                        if let Some(w) = failing {
+                            q.push(now + w.error, What::Done(slot));
                         } else if st.busy < st.servers {
                             st.busy += 1;
                             let s = st.service.sample(&mut st.rng).round() as u64;
@@ -442,18 +452,25 @@ pub fn run<S: Strategy>(
                 let pick = r.pick.take().expect("a request ends once");
                 let (si, failed) = (r.station as usize, r.failed);
                 slab.free.push(slot);
-                if failed {
-                    pick.record(Outcome::Failure, Some(Duration::from_nanos(latency)));
-                    run.failures += 1;
-                    run.timeline.errors[b] += 1;
-                } else {
-                    pick.record(Outcome::Success, Some(Duration::from_nanos(latency)));
-                    run.latencies.push(latency);
+                let took = Some(Duration::from_nanos(latency));
+                match failed {
+                    Some(kind) => {
+                        let took = (kind == FailureKind::ErrorResponse)
+                            .then_some(took)
+                            .flatten();
+                        pick.record(Outcome::Failure, took);
+                        run.failures += 1;
+                        run.timeline.errors[b] += 1;
+                    }
+                    None => {
+                        pick.record(Outcome::Success, took);
+                        run.latencies.push(latency);
+                    }
                 }
                 let st = &mut stations[si];
                 st.in_system -= 1;
                 in_system -= 1;
-                if !failed {
+                if failed.is_none() {
                     match st.queue.pop_front() {
                         Some(next) => {
                             let s = st.service.sample(&mut st.rng).round() as u64;

@@ -260,3 +260,28 @@ fn bounded_loads_cap_the_hot_keys_backend() {
     assert!(bounded.max_over_mean < 1.3, "{}", bounded.max_over_mean);
     assert!(bounded.p99 < plain.p99, "{} vs {}", bounded.p99, plain.p99);
 }
+
+#[test]
+fn fast_error_responses_draw_a_latency_balancer_into_failing_backends() {
+    // A backend that answers errors in 1 ms looks ten times faster than a healthy one to
+    // peak-EWMA, so with health in panic mode it takes more traffic than when its failures
+    // carry no latency (refused connections). Round robin cannot tell the difference.
+    let refused = builtin("backup-tier");
+    let text = scenario::BUILTIN
+        .iter()
+        .find(|(n, _)| *n == "backup-tier")
+        .unwrap()
+        .1
+        .replace(
+            "failures = [{ from = 0.4, until = 0.6 }]",
+            "failures = [{ from = 0.4, until = 0.6, kind = \"error-response\" }]",
+        );
+    let responses = scenario::Scenario::from_toml(&text).unwrap();
+    assert!(responses.backends[0].failures[0].kind == scenario::FailureKind::ErrorResponse);
+    let errors = |sc: &scenario::Scenario, s: &str| summary(sc, s, 100_000, 1).error_rate;
+    assert!(errors(&responses, "p2c-peak-ewma") > errors(&refused, "p2c-peak-ewma") + 0.01);
+    assert_eq!(
+        errors(&responses, "round-robin"),
+        errors(&refused, "round-robin")
+    );
+}
