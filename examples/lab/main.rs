@@ -142,7 +142,8 @@ fn run(args: &Args) -> Result<(), String> {
     let all = runner::run_all(&args.scenarios, args.requests, args.seed, args.jobs)?;
     let simulated: u64 = all.iter().flatten().map(|r| r.requests).sum();
     eprintln!(
-        "simulated {simulated} requests ({} runs) in {:.1} s",
+        "simulated {} requests ({} runs) in {:.1} s",
+        report::thousands(simulated),
         all.iter().map(Vec::len).sum::<usize>(),
         started.elapsed().as_secs_f64()
     );

@@ -102,6 +102,18 @@ fn fmt_pct(v: f64) -> String {
     format!("{p:.decimals$} %")
 }
 
+/// `1234567` as `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let groups: Vec<&str> = digits
+        .as_bytes()
+        .rchunks(3)
+        .rev()
+        .map(|g| std::str::from_utf8(g).expect("ASCII digits"))
+        .collect();
+    groups.join(",")
+}
+
 /// The scenario's Markdown section: a heading, the description, and the table, one row per run.
 pub fn markdown(sc: &Scenario, runs: &[Run], requests: u64, seed: u64) -> String {
     let steady = steady_backends(sc);
@@ -115,10 +127,11 @@ pub fn markdown(sc: &Scenario, runs: &[Run], requests: u64, seed: u64) -> String
     }
     let _ = writeln!(
         out,
-        "{requests} requests per strategy, seed {seed}; offered load {:.0} req/s, capacity {:.0} req/s. \
+        "{} requests per strategy, seed {seed}; offered load {} req/s, capacity {} req/s. \
          Latency of successful requests, in ms; load share is each backend's part of all picks.\n",
-        sc.arrivals.mean_rate(),
-        sc.capacity()
+        thousands(requests),
+        thousands(sc.arrivals.mean_rate().round() as u64),
+        thousands(sc.capacity().round() as u64)
     );
     let mut header = String::from("| strategy | p50 | p99 | p99.9 | errors | max/mean |");
     let mut rule = String::from("|---|--:|--:|--:|--:|--:|");
@@ -171,6 +184,15 @@ mod tests {
         assert_eq!(quantile(&v, 1.0), 1000);
         assert_eq!(quantile(&v, 0.0), 1);
         assert_eq!(quantile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn thousands_are_separated_by_commas() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(12_345_678), "12,345,678");
     }
 
     #[test]

@@ -181,7 +181,7 @@ fn p99(sc: &scenario::Scenario, strategy: &str) -> f64 {
 #[test]
 fn least_loaded_and_peak_ewma_cut_p99_versus_round_robin_when_one_backend_is_slow() {
     // Linkerd's "Beyond Round Robin" and Finagle: a balancer that measures load sends less to a
-    // slow backend. Round robin gives it a fifth of the traffic, 87 % of its capacity, and the
+    // slow backend. Round robin gives it a fifth of the traffic, 82 % of its capacity, and the
     // queue there sets the tail; the load-aware strategies shift traffic away and cut p99.
     let sc = builtin("slow-backend");
     let rr = p99(&sc, "round-robin");
