@@ -285,3 +285,72 @@ fn fast_error_responses_draw_a_latency_balancer_into_failing_backends() {
         errors(&refused, "round-robin")
     );
 }
+
+// === Invariants ===
+
+#[test]
+fn the_scenario_format_documented_in_lab_md_parses() {
+    let doc = include_str!("../../docs/LAB.md");
+    let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let len = doc[start..].find("```").expect("the end of the example");
+    let sc =
+        scenario::Scenario::from_toml(&doc[start..start + len]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sc.name, "my-fleet");
+    assert_eq!(sc.expanded().len(), 4);
+    assert_eq!(
+        sc.strategies.as_deref(),
+        Some(&["round-robin".to_owned(), "p2c-peak-ewma".to_owned()][..])
+    );
+    for e in strategies::for_scenario(&sc).unwrap() {
+        (e.run)(&sc, &Options::new(2_000, 1)).unwrap();
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Whatever the fleet, load, failures and seed: every request is accounted for exactly once,
+    /// the balancer's in-flight counts are the simulated ones after every event, and nothing is
+    /// in flight at the end.
+    #[test]
+    fn every_request_is_accounted_for_and_in_flight_counts_agree(
+        servers in proptest::collection::vec(1u32..6, 1..5),
+        load in 0.2f64..1.5,
+        fail in proptest::option::of((0.0f64..0.5, 0.05f64..0.5)),
+        strategy in 0usize..11,
+        seed in 0u64..1_000,
+    ) {
+        let mut text = String::from("name = \"prop\"\n[health]\nprobe_interval_ms = 200\n");
+        let capacity: f64 = servers.iter().map(|&s| f64::from(s) * 100.0).sum();
+        text.push_str(&format!("[arrivals]\nrate = {:?}\n", capacity * load));
+        for (i, s) in servers.iter().enumerate() {
+            text.push_str(&format!(
+                "[[backends]]\nname = \"b{i}\"\nservers = {s}\nweight = {s}\n\
+                 service = {{ dist = \"exponential\", mean_ms = 10.0 }}\n"
+            ));
+            if let (0, Some((from, len))) = (i, fail) {
+                text.push_str(&format!("failures = [{{ from = {from:?}, until = {:?} }}]\n", from + len));
+            }
+        }
+        let sc = scenario::Scenario::from_toml(&text).unwrap();
+        let all = strategies::all();
+        let entry = &all[strategy % all.len()];
+        let mut opts = Options::new(3_000, seed);
+        opts.check_in_flight = true;
+        let r = (entry.run)(&sc, &opts).unwrap();
+        proptest::prop_assert_eq!(r.requests, 3_000);
+        proptest::prop_assert_eq!(
+            r.latencies.len() as u64 + r.failures + r.unavailable,
+            r.requests
+        );
+        proptest::prop_assert_eq!(r.picks.iter().sum::<u64>(), r.requests - r.unavailable);
+        proptest::prop_assert!(r.latencies.windows(2).all(|w| w[0] <= w[1]));
+        proptest::prop_assert_eq!(
+            r.timeline.requests.iter().map(|&n| u64::from(n)).sum::<u64>(),
+            r.requests
+        );
+        if fail.is_none() {
+            proptest::prop_assert_eq!(r.failures + r.unavailable, 0);
+        }
+    }
+}
