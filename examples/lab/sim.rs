@@ -235,7 +235,7 @@ fn at_fraction(fraction: f64, duration: f64) -> u64 {
     (fraction * duration).round() as u64
 }
 
-/// Runs `scenario` with `strategy`.
+/// Runs `scenario` with `strategy`, naming the run `name`.
 ///
 /// The run sends `opts.requests` requests, then lets every request in flight finish. Times given
 /// as fractions of the run refer to its expected length, `requests / mean rate`.
@@ -245,302 +245,388 @@ pub fn run<S: Strategy>(
     strategy: S,
     opts: &Options,
 ) -> Result<Run, String> {
-    let expanded = scenario.expanded();
-    let duration = opts.requests as f64 / scenario.arrivals.mean_rate() * 1e9;
-    let n = expanded.len();
-    if n >= usize::from(NO_BACKEND) {
-        return Err(format!("at most {} backends", NO_BACKEND - 1));
-    }
-
-    let mut stations = Vec::with_capacity(n);
-    for (i, e) in expanded.iter().enumerate() {
-        stations.push(Station {
-            key: Scenario::divvy_backend(e).key(),
-            servers: e.spec.servers,
-            busy: 0,
-            queue: VecDeque::new(),
-            service: ServiceTime::new(&e.spec.service, e.spec.slowdown)?,
-            rng: workload::stream(opts.seed, 100 + i as u64),
-            failures: e
-                .spec
-                .failures
-                .iter()
-                .map(|f| Window {
-                    from: at_fraction(f.from, duration),
-                    until: at_fraction(f.until, duration),
-                    error: (f.error_ms * 1e6).round() as u64,
-                    kind: f.kind,
-                })
-                .collect(),
-            in_system: 0,
-        });
-    }
-
-    // Membership: the set at time 0, then one update per distinct join or leave time.
-    let member_at = |e: &Expanded, t: u64| {
-        e.spec.join_at.is_none_or(|j| at_fraction(j, duration) <= t)
-            && e.spec.leave_at.is_none_or(|l| t < at_fraction(l, duration))
-    };
-    let set_at = |t: u64| -> Vec<Backend> {
-        expanded
-            .iter()
-            .filter(|e| member_at(e, t))
-            .map(Scenario::divvy_backend)
-            .collect()
-    };
-    let mut changes: Vec<u64> = expanded
-        .iter()
-        .flat_map(|e| [e.spec.join_at, e.spec.leave_at])
-        .flatten()
-        .map(|f| at_fraction(f, duration))
-        .filter(|&t| t > 0)
-        .collect();
-    changes.sort_unstable();
-    changes.dedup();
-
-    let clock = ManualClock::new();
-    let mut builder = Balancer::builder(strategy);
-    builder
-        .clock(clock.clone())
-        .health(scenario.health.config());
-    let lb = builder.build(set_at(0)).map_err(|e| e.to_string())?;
-
-    let mut arrivals_rng = workload::stream(opts.seed, 1);
-    let mut keys_rng = workload::stream(opts.seed, 2);
-    let mut arrivals = Arrivals::new(&scenario.arrivals, &mut arrivals_rng);
-    let keys = Keys::new(&scenario.keys)?;
-
-    let buckets = opts.buckets.max(1);
-    let bucket = ((duration / buckets as f64).ceil() as u64).max(1);
-    let mut run = Run {
-        strategy: name.to_owned(),
-        backends: expanded.iter().map(|e| e.name.clone()).collect(),
-        weights: expanded.iter().map(|e| e.spec.weight).collect(),
-        latencies: Vec::with_capacity(opts.requests as usize),
-        requests: 0,
-        failures: 0,
-        unavailable: 0,
-        picks: vec![0; n],
-        timeline: Timeline {
-            bucket,
-            len: buckets,
-            picks: vec![0; buckets * n],
-            errors: vec![0; buckets],
-            requests: vec![0; buckets],
-        },
-        keys_moved: Vec::new(),
-        in_system_area: 0.0,
-        balancer_in_flight_area: opts.check_in_flight.then_some(0.0),
-        last_arrival: 0,
-        end: 0,
-    };
-
-    let track_keys = !changes.is_empty();
-    let keys_len = if track_keys {
-        scenario.keys.count as usize
-    } else {
-        0
-    };
-    let mut last_backend = vec![NO_BACKEND; keys_len];
-    let mut tracker: Option<KeyTracker> = None;
-
-    let mut q = Queue {
-        heap: BinaryHeap::new(),
-        seq: 0,
-    };
-    let mut slab = Slab {
-        slots: Vec::new(),
-        free: Vec::new(),
-    };
-    if opts.requests > 0 {
-        q.push(
-            arrivals.next(&mut arrivals_rng).round() as u64,
-            What::Arrival,
-        );
-    }
-    for (i, &t) in changes.iter().enumerate() {
-        q.push(t, What::Membership(i as u32));
-    }
-    let probe_every = scenario
-        .health
-        .probe_interval_ms
-        .map(|ms| ms.max(1) * 1_000_000);
-    if let Some(p) = probe_every {
-        q.push(p, What::Probe);
-    }
-
-    let mut now = 0u64;
-    let mut in_system = 0u64;
-    let mut sent = 0u64;
-    while let Some(ev) = q.pop() {
-        // Arrivals are over and only housekeeping is left: stop.
-        if sent == opts.requests && in_system == 0 && !matches!(ev.what, What::Done(_)) {
+    let mut sim = Sim::new(scenario, name, strategy, opts)?;
+    while let Some(ev) = sim.events.pop() {
+        // Arrivals are over and only housekeeping (probes, late changes) is left: stop.
+        if sim.sent == opts.requests && sim.in_system == 0 && !matches!(ev.what, What::Done(_)) {
             break;
         }
-        run.in_system_area += in_system as f64 * (ev.at - now) as f64;
-        if let Some(area) = &mut run.balancer_in_flight_area {
-            let reported: u32 = lb.stats().iter().map(|s| s.in_flight).sum();
-            *area += f64::from(reported) * (ev.at - now) as f64;
-        }
-        now = ev.at;
-        clock.set(Duration::from_nanos(now));
-        let b = ((now / bucket) as usize).min(buckets - 1);
+        sim.advance(ev.at);
         match ev.what {
-            What::Arrival => {
-                sent += 1;
-                run.requests += 1;
-                run.last_arrival = now;
-                run.timeline.requests[b] += 1;
-                let k = keys.sample(&mut keys_rng);
-                let key_bytes = u64::from(k).to_le_bytes();
-                let ctx = Context::new()
-                    .key(&key_bytes)
-                    .client_ip(workload::client_ip(k));
-                match lb.pick(&ctx) {
-                    Err(_) => {
-                        run.unavailable += 1;
-                        run.timeline.errors[b] += 1;
-                    }
-                    Ok(pick) => {
-                        let key = pick.backend().key();
-                        let si = stations
-                            .iter()
-                            .position(|s| s.key == key)
-                            .expect("the balancer picks only backends the scenario defines");
-                        run.picks[si] += 1;
-                        run.timeline.picks[b * n + si] += 1;
-                        if track_keys {
-                            let k = k as usize;
-                            if let Some(t) = &mut tracker {
-                                if !t.checked[k] && t.before[k] != NO_BACKEND {
-                                    t.checked[k] = true;
-                                    t.result.compared += 1;
-                                    t.result.moved += u64::from(t.before[k] != si as u16);
-                                }
-                            }
-                            last_backend[k] = si as u16;
-                        }
-                        let st = &mut stations[si];
-                        st.in_system += 1;
-                        in_system += 1;
-                        let failing = st.failing_at(now);
-                        let slot = slab.insert(Request {
-                            arrival: now,
-                            station: si as u32,
-                            failed: failing.map(|w| w.kind),
-                            pick: Some(pick),
-                        });
-                        if let Some(w) = failing {
-                            q.push(now + w.error, What::Done(slot));
-                        } else if st.busy < st.servers {
-                            st.busy += 1;
-                            let s = st.service.sample(&mut st.rng).round() as u64;
-                            q.push(now + s.max(1), What::Done(slot));
-                        } else {
-                            st.queue.push_back(slot);
-                        }
-                    }
-                }
-                if sent < opts.requests {
-                    let next = (arrivals.next(&mut arrivals_rng).round() as u64).max(now);
-                    q.push(next, What::Arrival);
-                }
-            }
-            What::Done(slot) => {
-                let r = &mut slab.slots[slot as usize];
-                let latency = now - r.arrival;
-                let pick = r.pick.take().expect("a request ends once");
-                let (si, failed) = (r.station as usize, r.failed);
-                slab.free.push(slot);
-                let took = Some(Duration::from_nanos(latency));
-                match failed {
-                    Some(kind) => {
-                        let took = (kind == FailureKind::ErrorResponse)
-                            .then_some(took)
-                            .flatten();
-                        pick.record(Outcome::Failure, took);
-                        run.failures += 1;
-                        run.timeline.errors[b] += 1;
-                    }
-                    None => {
-                        pick.record(Outcome::Success, took);
-                        run.latencies.push(latency);
-                    }
-                }
-                let st = &mut stations[si];
-                st.in_system -= 1;
-                in_system -= 1;
-                if failed.is_none() {
-                    match st.queue.pop_front() {
-                        Some(next) => {
-                            let s = st.service.sample(&mut st.rng).round() as u64;
-                            q.push(now + s.max(1), What::Done(next));
-                        }
-                        None => st.busy -= 1,
-                    }
-                }
-            }
-            What::Probe => {
-                for be in lb.backends().iter() {
-                    let st = stations
-                        .iter()
-                        .find(|s| s.key == be.key())
-                        .expect("a scenario backend");
-                    let ok = st.failing_at(now).is_none();
-                    lb.report_probe(be.id(), ok).map_err(|e| e.to_string())?;
-                }
-                if sent < opts.requests {
-                    q.push(now + probe_every.expect("probing"), What::Probe);
-                }
-            }
-            What::Membership(i) => {
-                lb.update(set_at(changes[i as usize]))
-                    .map_err(|e| e.to_string())?;
-                if let Some(t) = tracker.take() {
-                    run.keys_moved.push(t.result);
-                }
-                // Only keys seen since the previous change count as "before": a key last seen
-                // before it would carry that change's move into this one.
-                let before = std::mem::replace(&mut last_backend, vec![NO_BACKEND; keys_len]);
-                tracker = Some(KeyTracker {
-                    checked: vec![false; before.len()],
-                    before,
-                    result: KeysMoved {
-                        compared: 0,
-                        moved: 0,
-                    },
-                });
-            }
+            What::Arrival => sim.arrive(),
+            What::Done(slot) => sim.finish(slot),
+            What::Probe => sim.probe()?,
+            What::Membership(i) => sim.change(i)?,
         }
         if opts.check_in_flight {
-            check_in_flight(&lb, &stations, &run.backends)?;
+            sim.check_in_flight()?;
         }
     }
-    if let Some(t) = tracker.take() {
-        run.keys_moved.push(t.result);
-    }
-    run.end = now;
-    run.latencies.sort_unstable();
-    Ok(run)
+    Ok(sim.into_run())
 }
 
-/// The balancer's in-flight count of every backend in its set equals the simulated one.
-fn check_in_flight<S: Strategy>(
-    lb: &Balancer<S>,
-    stations: &[Station],
-    names: &[String],
-) -> Result<(), String> {
-    for s in lb.stats() {
-        let i = names
+// === impl Sim ===
+
+/// The state of one run: the balancer under test and the world around it.
+struct Sim<'a, S: Strategy> {
+    opts: &'a Options,
+    expanded: Vec<Expanded>,
+    /// Expected run length, nanoseconds.
+    duration: f64,
+    lb: Balancer<S>,
+    clock: ManualClock,
+    stations: Vec<Station>,
+    events: Queue,
+    requests: Slab,
+    arrivals: Arrivals,
+    arrivals_rng: SimRng,
+    keys: Keys,
+    keys_rng: SimRng,
+    probe_every: Option<u64>,
+    /// Times of the membership changes, nanoseconds.
+    changes: Vec<u64>,
+    /// Per key, the backend it last went to since the previous change (only with changes).
+    last_backend: Vec<u16>,
+    tracker: Option<KeyTracker>,
+    now: u64,
+    /// The time bucket of `now`.
+    bucket: usize,
+    sent: u64,
+    in_system: u64,
+    run: Run,
+}
+
+impl<'a, S: Strategy> Sim<'a, S> {
+    fn new(
+        scenario: &Scenario,
+        name: &str,
+        strategy: S,
+        opts: &'a Options,
+    ) -> Result<Self, String> {
+        let expanded = scenario.expanded();
+        let duration = opts.requests as f64 / scenario.arrivals.mean_rate() * 1e9;
+        let n = expanded.len();
+        if n >= usize::from(NO_BACKEND) {
+            return Err(format!("at most {} backends", NO_BACKEND - 1));
+        }
+        let mut stations = Vec::with_capacity(n);
+        for (i, e) in expanded.iter().enumerate() {
+            stations.push(Station {
+                key: Scenario::divvy_backend(e).key(),
+                servers: e.spec.servers,
+                busy: 0,
+                queue: VecDeque::new(),
+                service: ServiceTime::new(&e.spec.service, e.spec.slowdown)?,
+                rng: workload::stream(opts.seed, 100 + i as u64),
+                failures: e
+                    .spec
+                    .failures
+                    .iter()
+                    .map(|f| Window {
+                        from: at_fraction(f.from, duration),
+                        until: at_fraction(f.until, duration),
+                        error: (f.error_ms * 1e6).round() as u64,
+                        kind: f.kind,
+                    })
+                    .collect(),
+                in_system: 0,
+            });
+        }
+        let mut changes: Vec<u64> = expanded
             .iter()
-            .position(|n| **n == *s.id)
-            .expect("a scenario backend");
-        if s.in_flight != stations[i].in_system {
-            return Err(format!(
-                "backend {}: balancer counts {} in flight, the simulation {}",
-                s.id, s.in_flight, stations[i].in_system
-            ));
+            .flat_map(|e| [e.spec.join_at, e.spec.leave_at])
+            .flatten()
+            .map(|f| at_fraction(f, duration))
+            .filter(|&t| t > 0)
+            .collect();
+        changes.sort_unstable();
+        changes.dedup();
+
+        let clock = ManualClock::new();
+        let mut builder = Balancer::builder(strategy);
+        builder
+            .clock(clock.clone())
+            .health(scenario.health.config());
+        let lb = builder
+            .build(set_at(&expanded, duration, 0))
+            .map_err(|e| e.to_string())?;
+
+        let mut arrivals_rng = workload::stream(opts.seed, 1);
+        let arrivals = Arrivals::new(&scenario.arrivals, &mut arrivals_rng);
+        let buckets = opts.buckets.max(1);
+        let run = Run {
+            strategy: name.to_owned(),
+            backends: expanded.iter().map(|e| e.name.clone()).collect(),
+            weights: expanded.iter().map(|e| e.spec.weight).collect(),
+            latencies: Vec::with_capacity(opts.requests as usize),
+            requests: 0,
+            failures: 0,
+            unavailable: 0,
+            picks: vec![0; n],
+            timeline: Timeline {
+                bucket: ((duration / buckets as f64).ceil() as u64).max(1),
+                len: buckets,
+                picks: vec![0; buckets * n],
+                errors: vec![0; buckets],
+                requests: vec![0; buckets],
+            },
+            keys_moved: Vec::new(),
+            in_system_area: 0.0,
+            balancer_in_flight_area: opts.check_in_flight.then_some(0.0),
+            last_arrival: 0,
+            end: 0,
+        };
+        let keys_len = if changes.is_empty() {
+            0
+        } else {
+            scenario.keys.count as usize
+        };
+        let mut sim = Sim {
+            opts,
+            expanded,
+            duration,
+            lb,
+            clock,
+            stations,
+            events: Queue {
+                heap: BinaryHeap::new(),
+                seq: 0,
+            },
+            requests: Slab {
+                slots: Vec::new(),
+                free: Vec::new(),
+            },
+            arrivals,
+            arrivals_rng,
+            keys: Keys::new(&scenario.keys)?,
+            keys_rng: workload::stream(opts.seed, 2),
+            probe_every: scenario
+                .health
+                .probe_interval_ms
+                .map(|ms| ms.max(1) * 1_000_000),
+            changes,
+            last_backend: vec![NO_BACKEND; keys_len],
+            tracker: None,
+            now: 0,
+            bucket: 0,
+            sent: 0,
+            in_system: 0,
+            run,
+        };
+        if opts.requests > 0 {
+            let first = sim.arrivals.next(&mut sim.arrivals_rng).round() as u64;
+            sim.events.push(first, What::Arrival);
+        }
+        for i in 0..sim.changes.len() {
+            sim.events.push(sim.changes[i], What::Membership(i as u32));
+        }
+        if let Some(p) = sim.probe_every {
+            sim.events.push(p, What::Probe);
+        }
+        Ok(sim)
+    }
+
+    /// Moves simulated time (and the balancer's clock) to `t`, integrating the load on the way.
+    fn advance(&mut self, t: u64) {
+        let dt = (t - self.now) as f64;
+        self.run.in_system_area += self.in_system as f64 * dt;
+        if let Some(area) = &mut self.run.balancer_in_flight_area {
+            let reported: u32 = self.lb.stats().iter().map(|s| s.in_flight).sum();
+            *area += f64::from(reported) * dt;
+        }
+        self.now = t;
+        self.clock.set(Duration::from_nanos(t));
+        let tl = &self.run.timeline;
+        self.bucket = ((t / tl.bucket) as usize).min(tl.len - 1);
+    }
+
+    /// A request arrives: pick, then fail fast, start service, or queue.
+    fn arrive(&mut self) {
+        let (now, b, n) = (self.now, self.bucket, self.stations.len());
+        self.sent += 1;
+        self.run.requests += 1;
+        self.run.last_arrival = now;
+        self.run.timeline.requests[b] += 1;
+        let k = self.keys.sample(&mut self.keys_rng);
+        let key_bytes = u64::from(k).to_le_bytes();
+        let ctx = Context::new()
+            .key(&key_bytes)
+            .client_ip(workload::client_ip(k));
+        match self.lb.pick(&ctx) {
+            Err(_) => {
+                self.run.unavailable += 1;
+                self.run.timeline.errors[b] += 1;
+            }
+            Ok(pick) => {
+                let key = pick.backend().key();
+                let si = self
+                    .stations
+                    .iter()
+                    .position(|s| s.key == key)
+                    .expect("the balancer picks only backends the scenario defines");
+                self.run.picks[si] += 1;
+                self.run.timeline.picks[b * n + si] += 1;
+                self.follow_key(k as usize, si as u16);
+                let st = &mut self.stations[si];
+                st.in_system += 1;
+                self.in_system += 1;
+                let failing = st.failing_at(now);
+                let slot = self.requests.insert(Request {
+                    arrival: now,
+                    station: si as u32,
+                    failed: failing.map(|w| w.kind),
+                    pick: Some(pick),
+                });
+                if let Some(w) = failing {
+                    self.events.push(now + w.error, What::Done(slot));
+                } else if st.busy < st.servers {
+                    st.busy += 1;
+                    let s = st.service.sample(&mut st.rng).round() as u64;
+                    self.events.push(now + s.max(1), What::Done(slot));
+                } else {
+                    st.queue.push_back(slot);
+                }
+            }
+        }
+        if self.sent < self.opts.requests {
+            let next = self.arrivals.next(&mut self.arrivals_rng).round() as u64;
+            self.events.push(next.max(now), What::Arrival);
         }
     }
-    Ok(())
+
+    /// Records where key `k` went, for keys moved at membership changes.
+    fn follow_key(&mut self, k: usize, backend: u16) {
+        if self.last_backend.is_empty() {
+            return;
+        }
+        if let Some(t) = &mut self.tracker {
+            if !t.checked[k] && t.before[k] != NO_BACKEND {
+                t.checked[k] = true;
+                t.result.compared += 1;
+                t.result.moved += u64::from(t.before[k] != backend);
+            }
+        }
+        self.last_backend[k] = backend;
+    }
+
+    /// A request ends: report it through its `Pick`, free its server for the next in line.
+    fn finish(&mut self, slot: u32) {
+        let now = self.now;
+        let r = &mut self.requests.slots[slot as usize];
+        let latency = now - r.arrival;
+        let pick = r.pick.take().expect("a request ends once");
+        let (si, failed) = (r.station as usize, r.failed);
+        self.requests.free.push(slot);
+        let took = Some(Duration::from_nanos(latency));
+        match failed {
+            Some(kind) => {
+                // A refused connection has no latency to report; an error response has one.
+                let took = (kind == FailureKind::ErrorResponse)
+                    .then_some(took)
+                    .flatten();
+                pick.record(Outcome::Failure, took);
+                self.run.failures += 1;
+                self.run.timeline.errors[self.bucket] += 1;
+            }
+            None => {
+                pick.record(Outcome::Success, took);
+                self.run.latencies.push(latency);
+            }
+        }
+        let st = &mut self.stations[si];
+        st.in_system -= 1;
+        self.in_system -= 1;
+        if failed.is_none() {
+            match st.queue.pop_front() {
+                Some(next) => {
+                    let s = st.service.sample(&mut st.rng).round() as u64;
+                    self.events.push(now + s.max(1), What::Done(next));
+                }
+                None => st.busy -= 1,
+            }
+        }
+    }
+
+    /// Active health checks: every backend in the set passes unless it is in a failure window.
+    fn probe(&mut self) -> Result<(), String> {
+        for be in self.lb.backends().iter() {
+            let st = self
+                .stations
+                .iter()
+                .find(|s| s.key == be.key())
+                .expect("a scenario backend");
+            let ok = st.failing_at(self.now).is_none();
+            self.lb
+                .report_probe(be.id(), ok)
+                .map_err(|e| e.to_string())?;
+        }
+        if let (true, Some(every)) = (self.sent < self.opts.requests, self.probe_every) {
+            self.events.push(self.now + every, What::Probe);
+        }
+        Ok(())
+    }
+
+    /// Membership change `i`: publish the new set and start following keys across it.
+    fn change(&mut self, i: u32) -> Result<(), String> {
+        let at = self.changes[i as usize];
+        self.lb
+            .update(set_at(&self.expanded, self.duration, at))
+            .map_err(|e| e.to_string())?;
+        if let Some(t) = self.tracker.take() {
+            self.run.keys_moved.push(t.result);
+        }
+        // Only keys seen since the previous change count as "before": a key last seen before it
+        // would carry that change's move into this one.
+        let fresh = vec![NO_BACKEND; self.last_backend.len()];
+        let before = std::mem::replace(&mut self.last_backend, fresh);
+        self.tracker = Some(KeyTracker {
+            checked: vec![false; before.len()],
+            before,
+            result: KeysMoved {
+                compared: 0,
+                moved: 0,
+            },
+        });
+        Ok(())
+    }
+
+    /// The balancer's in-flight count of every backend in its set equals the simulated one.
+    fn check_in_flight(&self) -> Result<(), String> {
+        for s in self.lb.stats() {
+            let i = self
+                .run
+                .backends
+                .iter()
+                .position(|n| **n == *s.id)
+                .expect("a scenario backend");
+            if s.in_flight != self.stations[i].in_system {
+                return Err(format!(
+                    "backend {}: balancer counts {} in flight, the simulation {}",
+                    s.id, s.in_flight, self.stations[i].in_system
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn into_run(mut self) -> Run {
+        if let Some(t) = self.tracker.take() {
+            self.run.keys_moved.push(t.result);
+        }
+        self.run.end = self.now;
+        self.run.latencies.sort_unstable();
+        self.run
+    }
+}
+
+/// The backends in the set at time `t` of a run lasting `duration` nanoseconds.
+fn set_at(expanded: &[Expanded], duration: f64, t: u64) -> Vec<Backend> {
+    expanded
+        .iter()
+        .filter(|e| {
+            e.spec.join_at.is_none_or(|j| at_fraction(j, duration) <= t)
+                && e.spec.leave_at.is_none_or(|l| t < at_fraction(l, duration))
+        })
+        .map(Scenario::divvy_backend)
+        .collect()
 }
