@@ -1,0 +1,146 @@
+//! A running upstream: its config, its balancer, its connection pool and its health checks.
+//!
+//! On reload an upstream whose balancing and health rules are unchanged keeps its balancer and
+//! only [`update`](divvy::Balancer::update)s the backend set, so in-flight counts, passive failure
+//! counts, health and latency of the servers that stay survive the reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::balancer::{self, Lb};
+use crate::config;
+use crate::forward::ReqBody;
+
+/// The HTTP/1.1 client one upstream's requests go through.
+pub type UpstreamClient = Client<HttpConnector, ReqBody>;
+
+/// An upstream as the proxy runs it.
+pub struct Upstream {
+    /// Its config.
+    pub config: config::Upstream,
+    /// Its balancer.
+    pub lb: Arc<dyn Lb>,
+    /// Its connection pool.
+    pub client: UpstreamClient,
+    /// Active health checks, stopped when the last upstream sharing them is dropped.
+    checks: Option<Arc<crate::health::Checks>>,
+}
+
+impl Upstream {
+    /// The upstream's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Plans the upstream for `config`, reusing `previous` (same name, from the running table)
+    /// where its balancer or pool can be kept. Nothing running is changed until
+    /// [`Plan::apply`].
+    pub fn plan(
+        config: &config::Upstream,
+        previous: Option<&Arc<Upstream>>,
+    ) -> Result<Plan, String> {
+        let backends = balancer::backends(config);
+        let reuse_lb = previous.filter(|p| same_balancing(&p.config, config));
+        let lb = match reuse_lb {
+            Some(_) => {
+                divvy::validate(&backends).map_err(|e| format!("upstream {}: {e}", config.name))?;
+                None
+            }
+            None => Some(
+                balancer::build(config).map_err(|e| format!("upstream {}: {e}", config.name))?,
+            ),
+        };
+        let client = match previous {
+            Some(p) if p.config.connect_timeout == config.connect_timeout => p.client.clone(),
+            _ => client(config.connect_timeout),
+        };
+        // A kept balancer with unchanged checks keeps its checker too.
+        let checks = reuse_lb
+            .filter(|p| p.config.health_check == config.health_check)
+            .map(|p| p.checks.clone());
+        Ok(Plan {
+            config: config.clone(),
+            kept: reuse_lb.map(|p| p.lb.clone()),
+            checks,
+            lb,
+            backends,
+            client,
+        })
+    }
+}
+
+/// An upstream ready to be swapped in (see [`Upstream::plan`]).
+pub struct Plan {
+    config: config::Upstream,
+    kept: Option<Arc<dyn Lb>>,
+    lb: Option<Arc<dyn Lb>>,
+    backends: Vec<divvy::Backend>,
+    checks: Option<Option<Arc<crate::health::Checks>>>,
+    client: UpstreamClient,
+}
+
+impl Plan {
+    /// Applies the plan: updates a kept balancer's backends, starts health checks.
+    pub fn apply(self) -> Arc<Upstream> {
+        let lb = match (self.kept, self.lb) {
+            (Some(kept), _) => {
+                if let Err(e) = kept.update(self.backends) {
+                    // `plan` validated the set; only a strategy's own preparation can still
+                    // refuse it, and then the old set keeps serving.
+                    tracing::error!(upstream = %self.config.name, error = %e, "backend update refused");
+                }
+                kept
+            }
+            (None, Some(lb)) => lb,
+            (None, None) => unreachable!("a plan has a balancer"),
+        };
+        let checks = match self.checks {
+            Some(kept) => kept,
+            None => self.config.health_check.as_ref().and_then(|hc| {
+                match crate::health::Checks::start(hc, &lb) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        // `check` validated the settings; this is a defensive log only.
+                        tracing::error!(upstream = %self.config.name, error = %e, "health checks not started");
+                        None
+                    }
+                }
+            }),
+        };
+        Arc::new(Upstream {
+            config: self.config,
+            lb,
+            client: self.client,
+            checks,
+        })
+    }
+}
+
+/// Whether a balancer built for `a` can serve `b`: the strategy and health rules are fixed at
+/// build time, the backend set is not.
+fn same_balancing(a: &config::Upstream, b: &config::Upstream) -> bool {
+    a.strategy == b.strategy
+        && a.hash == b.hash
+        && balancer::health_config(a) == balancer::health_config(b)
+        && a.servers.iter().any(|s| s.backup) == b.servers.iter().any(|s| s.backup)
+        && a.zone == b.zone
+}
+
+fn client(connect_timeout: Duration) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    // Only configured addresses are ever dialled: the URI the proxy builds names the chosen
+    // backend, never what the client asked for.
+    connector.enforce_http(true);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        // The proxy sets `Host` itself, from the client's request.
+        .set_host(false)
+        .build(connector)
+}
