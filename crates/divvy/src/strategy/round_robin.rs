@@ -8,11 +8,11 @@ use crate::error::UpdateError;
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
-/// Each backend in turn, ignoring weights. Unavailable backends are skipped: the pick goes to the
-/// next available one in order, so over `n` consecutive picks with a stable set every available
-/// backend is chosen.
+/// Each backend in turn, ignoring weights. An unavailable backend's turn passes to the next turn,
+/// so the rotation stays even over the backends that are left (its load is not dumped on its
+/// neighbour), and over `n` consecutive picks with a stable set every available backend is chosen.
 ///
-/// Cost: one atomic add, O(1); O(n) only while backends are unavailable.
+/// Cost: one atomic add, O(1); up to 8 more while backends are unavailable, then an O(n) scan.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RoundRobin;
 
@@ -41,11 +41,18 @@ impl Strategy for RoundRobin {
     #[inline]
     fn pick(&self, cursor: &Cursor, _ctx: &Context<'_>, view: &View<'_>) -> Option<usize> {
         let n = view.len();
-        let i = cursor.0.fetch_add(1, Relaxed) % n;
-        if view.is_available(i) {
-            return Some(i);
+        // An unavailable backend's turn is skipped by taking the next turn from the shared
+        // cursor, not by scanning to its neighbour: a scan would hand every skipped turn to the
+        // same next backend and double its load, while taking turns keeps the rotation even
+        // over the backends that are left.
+        for _ in 0..n.min(8) {
+            let i = cursor.0.fetch_add(1, Relaxed) % n;
+            if view.is_available(i) {
+                return Some(i);
+            }
         }
-        scan_from(view, i)
+        // Many unavailable: one scan from the cursor bounds the cost at O(n).
+        scan_from(view, cursor.0.load(Relaxed) % n)
     }
 }
 
@@ -78,14 +85,15 @@ mod tests {
     }
 
     #[test]
-    fn an_unavailable_backends_turn_goes_to_the_next_one() {
+    fn an_unavailable_backends_turn_passes_to_the_next_turn() {
         let lb = Balancer::new(RoundRobin::new(), ["a", "b", "c"].map(Backend::new)).unwrap();
         lb.set_admin_state("b", Some(AdminState::Down)).unwrap();
         let seq: String = (0..6)
             .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
             .collect();
-        // b's turns go to c, the next available backend in order.
-        assert_eq!(seq, "accacc");
+        // b's turn passes to the next turn: the rotation stays even over a and c, rather than
+        // c taking both its own turns and b's.
+        assert_eq!(seq, "acacac");
     }
 
     proptest! {
