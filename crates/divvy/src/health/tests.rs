@@ -651,28 +651,54 @@ proptest! {
     }
 }
 
-#[test]
-fn slow_start_ramps_even_a_backend_of_weight_one() {
+/// The share of picks a weight-1 backend that just joined gets, at the start of slow start and
+/// after the window, against one weight-1 backend at full weight.
+fn slow_start_shares<S: crate::Strategy>(strategy: S) -> (f64, f64) {
     let cfg = HealthConfig::builder()
         .slow_start(secs(100))
         .slow_start_min_percent(10)
         .build();
     let clock = ManualClock::new();
-    let mut b = Balancer::builder(crate::strategy::Random::from_seed(7));
+    let mut b = Balancer::builder(strategy);
     b.health(cfg).clock(clock.clone());
     let lb = b.build([Backend::new(A)]).unwrap();
     lb.update([Backend::new(A), Backend::new(B)]).unwrap();
-    let share = |lb: &Balancer<crate::strategy::Random>| {
+    let share = |lb: &Balancer<S>| {
         let n = 20_000;
         let hits = (0..n)
             .filter(|_| lb.pick(&Context::new()).unwrap().backend().id() == B)
             .count();
         hits as f64 / n as f64
     };
-    // At the start B takes 10 % of a weight against A's 100 %: 1/11 of the picks.
     let early = share(&lb);
-    assert!((early - 1.0 / 11.0).abs() < 0.01, "share at t=0: {early}");
     clock.advance(secs(100));
-    let late = share(&lb);
-    assert!((late - 0.5).abs() < 0.02, "share after the window: {late}");
+    (early, share(&lb))
+}
+
+#[test]
+fn slow_start_ramps_even_a_backend_of_weight_one() {
+    use crate::strategy::{LeastConnections, PowerOfTwoChoices, Random, WeightedRoundRobin};
+    let results = [
+        ("random", slow_start_shares(Random::from_seed(7))),
+        (
+            "weighted round robin",
+            slow_start_shares(WeightedRoundRobin::new()),
+        ),
+        (
+            "least connections",
+            slow_start_shares(LeastConnections::new()),
+        ),
+        ("p2c", slow_start_shares(PowerOfTwoChoices::from_seed(7))),
+    ];
+    for (name, (early, late)) in results {
+        // At the start B takes 10 % of a weight against A's 100 %: 1/11 of the picks.
+        assert!(
+            (early - 1.0 / 11.0).abs() < 0.015,
+            "{name}: share at t=0 is {early}"
+        );
+        assert!(
+            (late - 0.5).abs() < 0.02,
+            "{name}: share after the window is {late}"
+        );
+    }
 }

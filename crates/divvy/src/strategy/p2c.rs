@@ -180,8 +180,12 @@ impl PowerOfTwoChoices {
             Ordering::Less => i,
             Ordering::Greater => j,
             Ordering::Equal => {
-                let wi = view.effective_weight(i) as usize;
-                let wj = view.effective_weight(j) as usize;
+                // In 1/1024ths of a weight unit, so that slow start shows even at weight 1.
+                let scaled = |k: usize| {
+                    ((f64::from(view.weight(k)) * view.slow_start_factor(k) * 1024.0) as usize)
+                        .max(1)
+                };
+                let (wi, wj) = (scaled(i), scaled(j));
                 if split(coin, wi + wj).0 < wi {
                     i
                 } else {

@@ -73,7 +73,8 @@ const SCHEDULE_LIMIT: usize = 1 << 31;
 /// - **After a failure.** nginx lowers a failed peer's `effective_weight` by `weight / max_fails`
 ///   and raises it by one each time the peer is considered. divvy models recovery with the health
 ///   registry's slow start instead: a backend whose [`View::effective_weight`] is below its weight
-///   is taken with probability `effective / weight` when scheduled (a deterministic coin derived
+///   is taken with probability `effective / weight` (the unrounded
+///   [`View::slow_start_factor`]) when scheduled (a deterministic coin derived
 ///   from the pick counter), otherwise the pick probes on as above.
 /// - **Very long periods.** When `Σ weight / gcd` exceeds the cap (default 2²²), weights are
 ///   scaled down proportionally (each to at least 1) until the period fits; only then is the
@@ -217,9 +218,9 @@ impl Strategy for WeightedRoundRobin {
 /// its share by the same factor, which is what a lower weight in nginx's sum would do.
 #[inline]
 fn slow_start_admits(view: &View<'_>, i: usize, coin: impl FnOnce() -> u32) -> bool {
-    let effective = view.effective_weight(i);
-    let weight = view.weight(i);
-    effective >= weight || (u64::from(coin()) * u64::from(weight)) >> 32 < u64::from(effective)
+    // The unrounded factor, so that a backend of weight 1 ramps too.
+    let factor = view.slow_start_factor(i);
+    factor >= 1.0 || f64::from(coin()) < factor * 4_294_967_296.0
 }
 
 /// The weights of `backends`, rejecting what would make a schedule meaningless. The balancer
