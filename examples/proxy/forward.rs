@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
+use crate::pool::Lease;
 use crate::route::{request_host, Table};
 use crate::sticky;
 use crate::upstream::Upstream;
@@ -170,7 +171,14 @@ async fn forward(
             }
         }
     }
-    let path_and_query = rewrite_path(&parts.uri, routed.strip);
+    let Some(path_and_query) = upstream_uri(&parts.uri, routed.strip) else {
+        return (
+            plain(StatusCode::BAD_REQUEST, "400 bad request\n"),
+            name,
+            None,
+            0,
+        );
+    };
     let replayable = body.is_end_stream();
     let idempotent = matches!(
         parts.method,
@@ -199,13 +207,17 @@ async fn forward(
             .addr()
             .expect("configured servers are socket addresses");
         last_backend = Some(backend.id_arc().clone());
-        let uri = format!("http://{addr}{path_and_query}");
         let mut out = Request::builder()
             .method(parts.method.clone())
-            .uri(uri)
+            .uri(path_and_query.clone())
             .version(Version::HTTP_11);
         let out_headers = out.headers_mut().expect("a fresh builder");
-        *out_headers = headers.clone();
+        // The last possible try takes the headers; earlier ones copy them for the next.
+        *out_headers = if attempt + 1 < max_tries {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         if !out_headers.contains_key(header::HOST) {
             // An HTTP/1.0 client may send no host at all; HTTP/1.1 requires one upstream.
             if let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
@@ -232,9 +244,10 @@ async fn forward(
             }
         };
         let sent = Instant::now();
-        let result = tokio::time::timeout(up.config.response_timeout, up.client.request(out)).await;
+        let result =
+            tokio::time::timeout(up.config.response_timeout, up.pool.send(addr, out)).await;
         let failure = match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, lease))) => {
                 let latency = sent.elapsed();
                 let outcome = if resp.status().is_server_error() {
                     Outcome::Failure
@@ -242,7 +255,15 @@ async fn forward(
                     Outcome::Success
                 };
                 pick.report(outcome, Some(latency));
-                let resp = respond(resp, pick, up, pinned, client_upgrade, upgrade.is_some());
+                let resp = respond(
+                    resp,
+                    pick,
+                    lease,
+                    up,
+                    pinned,
+                    client_upgrade,
+                    upgrade.is_some(),
+                );
                 return (resp, name, last_backend, tries);
             }
             Ok(Err(e)) => {
@@ -294,9 +315,11 @@ async fn forward(
 }
 
 /// Turns the backend's response into the client's.
+#[allow(clippy::too_many_arguments)]
 fn respond(
     mut resp: Response<Incoming>,
     pick: Pick,
+    lease: Lease,
     up: &Upstream,
     pinned: Option<u64>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
@@ -318,12 +341,14 @@ fn respond(
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             resp.headers_mut().insert(header::UPGRADE, proto);
             let upstream = hyper::upgrade::on(&mut resp);
+            // The connection now belongs to the tunnel, not to the pool.
+            drop(lease);
             tokio::spawn(tunnel(client, upstream, pick));
             return resp.map(|_| ProxyBody::empty());
         }
     }
     let read_timeout = up.config.read_timeout;
-    resp.map(|body| ProxyBody::upstream(body, pick, read_timeout))
+    resp.map(|body| ProxyBody::upstream(body, pick, lease, read_timeout))
 }
 
 /// Relays bytes both ways after a `101 Switching Protocols`; the pick lives as long as the tunnel.
@@ -461,6 +486,15 @@ fn add_forwarded(
     }
 }
 
+/// The origin-form URI sent upstream: the client's own path and query, shared rather than copied,
+/// when nothing is stripped; else [`rewrite_path`].
+fn upstream_uri(uri: &Uri, strip: usize) -> Option<Uri> {
+    match uri.path_and_query() {
+        Some(pq) if strip == 0 && pq.as_str().starts_with('/') => Some(Uri::from(pq.clone())),
+        _ => Uri::try_from(rewrite_path(uri, strip)).ok(),
+    }
+}
+
 /// The path and query sent upstream, with `strip` leading bytes of the path removed.
 fn rewrite_path(uri: &Uri, strip: usize) -> String {
     let path = uri.path();
@@ -568,6 +602,8 @@ enum Inner {
         body: Incoming,
         /// In flight until the body ends.
         pick: Option<Pick>,
+        /// The backend connection, back to the pool once the body has ended.
+        lease: Option<Lease>,
         idle: Duration,
         /// Armed only when the body has to wait: most small bodies arrive with the head.
         timer: Option<Pin<Box<Sleep>>>,
@@ -589,14 +625,30 @@ impl ProxyBody {
         }
     }
 
-    fn upstream(body: Incoming, pick: Pick, idle: Duration) -> Self {
+    fn upstream(body: Incoming, pick: Pick, lease: Lease, idle: Duration) -> Self {
         ProxyBody {
             inner: Inner::Upstream {
                 body,
                 pick: Some(pick),
+                lease: Some(lease),
                 idle,
                 timer: None,
             },
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    /// hyper stops polling a body whose length says it has ended, so the `None` that releases
+    /// the connection may never be polled: a body dropped at its end releases it too. A body
+    /// dropped before its end (client gone) closes the connection with the lease.
+    fn drop(&mut self) {
+        if let Inner::Upstream { body, lease, .. } = &mut self.inner {
+            if body.is_end_stream() {
+                if let Some(l) = lease.take() {
+                    l.release();
+                }
+            }
         }
     }
 }
@@ -614,6 +666,7 @@ impl Body for ProxyBody {
             Inner::Upstream {
                 body,
                 pick,
+                lease,
                 idle,
                 timer,
             } => match Pin::new(body).poll_frame(cx) {
@@ -624,12 +677,16 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
+                    lease.take();
                     if let Some(p) = pick.take() {
                         p.failure();
                     }
                     Poll::Ready(Some(Err(e.into())))
                 }
                 Poll::Ready(None) => {
+                    if let Some(l) = lease.take() {
+                        l.release();
+                    }
                     pick.take();
                     Poll::Ready(None)
                 }
@@ -639,6 +696,7 @@ impl Body for ProxyBody {
                     }
                     let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
                     if t.as_mut().poll(cx).is_ready() {
+                        lease.take();
                         if let Some(p) = pick.take() {
                             p.failure();
                         }

@@ -23,6 +23,7 @@ mod config;
 mod demo;
 mod forward;
 mod health;
+mod pool;
 mod route;
 mod server;
 mod sticky;

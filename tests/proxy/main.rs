@@ -20,6 +20,8 @@ mod demo;
 mod forward;
 #[path = "../../examples/proxy/health.rs"]
 mod health;
+#[path = "../../examples/proxy/pool.rs"]
+mod pool;
 #[path = "../../examples/proxy/route.rs"]
 mod route;
 #[path = "../../examples/proxy/server.rs"]
