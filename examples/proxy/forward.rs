@@ -84,7 +84,6 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: Peer,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let started = Instant::now();
     proxy.metrics.in_flight.fetch_add(1, Relaxed);
     let (mut parts, body) = req.into_parts();
     // Cheap clones (shared bytes), so that the host can be borrowed while `parts` changes.
@@ -92,14 +91,19 @@ pub async fn handle(
     let host_header = parts.headers.get(header::HOST).cloned();
     let host = request_host(authority.as_ref(), host_header.as_ref());
     // Kept for the access log only when it is on: with it filtered out, nothing is copied.
-    let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
-        .then(|| (parts.method.clone(), parts.uri.path().to_owned()));
+    let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
+        (
+            Instant::now(),
+            parts.method.clone(),
+            parts.uri.path().to_owned(),
+        )
+    });
     let (resp, upstream, backend, tries) =
         forward(&proxy, &mut parts, body, host.as_deref(), &peer).await;
     proxy.metrics.in_flight.fetch_sub(1, Relaxed);
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     proxy.metrics.responses[class].fetch_add(1, Relaxed);
-    if let Some((method, path)) = logged {
+    if let Some((started, method, path)) = logged {
         tracing::info!(
             target: "access",
             client = %peer.addr.ip(),
