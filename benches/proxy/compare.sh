@@ -4,6 +4,7 @@
 #
 #   bash benches/proxy/compare.sh            # 10 s per run, 64 connections
 #   DURATION=5s CONNECTIONS=32 bash benches/proxy/compare.sh
+#   PROXY_BIN=path/to/proxy bash benches/proxy/compare.sh   # an already built proxy binary
 #
 # Both proxies run one worker (divvy: `--threads 1`, a current-thread tokio runtime; nginx:
 # `worker_processes 1`), balance round robin over the same three backends (a separate nginx
@@ -23,7 +24,9 @@ if [ -n "${BASE_PORT:-}" ]; then
   BASE=$BASE_PORT
 else
   for _ in $(seq 1 50); do
-    BASE=$((20000 + RANDOM % 30000))
+    # Below the kernel's ephemeral range (32768 and up), where wrk's and the proxies' own
+    # outgoing connections would otherwise collide with a port picked here.
+    BASE=$((20000 + RANDOM % 12000))
     port_free $((BASE + 1)) && port_free $((BASE + 2)) && port_free $((BASE + 3)) &&
       port_free $((BASE + 10)) && port_free $((BASE + 11)) && break
   done
@@ -40,10 +43,12 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-echo "== building the proxy (release)"
-cargo build --release --example proxy -q
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-PROXY_BIN="$target_dir/release/examples/proxy"
+if [ -z "${PROXY_BIN:-}" ]; then
+  echo "== building the proxy (release)"
+  cargo build --release --example proxy -q
+  target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  PROXY_BIN="$target_dir/release/examples/proxy"
+fi
 
 work=$(mktemp -d)
 pids=()
@@ -135,9 +140,15 @@ wait_up() {
 }
 wait_up "$B1"; wait_up "$NGINX"; wait_up "$DIVVY"
 
-run() { # port -> "rps p99_ms"
-  local out rps p99
+cpu_ticks() { # pid -> user + system clock ticks used so far
+  awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+run() { # port pid -> "rps p99_ms cpu_us_per_request"
+  local out rps p99 t0 t1
+  t0=$(cpu_ticks "$2")
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "http://127.0.0.1:$1/" >"$work/wrk.$1" 2>&1
+  t1=$(cpu_ticks "$2")
   out=$(cat "$work/wrk.$1")
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
   p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
@@ -149,19 +160,28 @@ run() { # port -> "rps p99_ms"
     if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
     else if (v ~ /ms$/) { sub(/ms$/, "", v); print v + 0 }
     else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 } }')
-  echo "$rps $p99"
+  # The proxy's own CPU time per request (both are single processes with one worker): the
+  # figure that does not depend on how much of the machine the proxy happened to get.
+  local total cpu
+  total=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v d=$((t1 - t0)) -v n="$total" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", d * 1e6 / hz / n }')
+  echo "$rps $p99 $cpu"
 }
 
+echo "== load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== warm-up (2 s each)"
-DURATION=2s run "$DIVVY" >/dev/null
-DURATION=2s run "$NGINX" >/dev/null
+divvy_pid=${pids[0]}
+nginx_pid=$(pgrep -P "$(cat "$work/front/nginx.pid")" | head -1)
+DURATION=2s run "$DIVVY" "$divvy_pid" >/dev/null
+DURATION=2s run "$NGINX" "$nginx_pid" >/dev/null
 
 echo "== wrk -t$THREADS -c$CONNECTIONS -d$DURATION, one proxy worker each"
-read -r d_rps d_p99 < <(run "$DIVVY")
-read -r n_rps n_p99 < <(run "$NGINX")
+read -r d_rps d_p99 d_cpu < <(run "$DIVVY" "$divvy_pid")
+read -r n_rps n_p99 n_cpu < <(run "$NGINX" "$nginx_pid")
 
-printf '\n%-8s %12s %10s\n' proxy "requests/s" "p99 (ms)"
-printf '%-8s %12.0f %10.2f\n' divvy "$d_rps" "$d_p99"
-printf '%-8s %12.0f %10.2f\n' nginx "$n_rps" "$n_p99"
+echo "== load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '\n%-8s %12s %10s %18s\n' proxy "requests/s" "p99 (ms)" "CPU us / request"
+printf '%-8s %12.0f %10.2f %18s\n' divvy "$d_rps" "$d_p99" "$d_cpu"
+printf '%-8s %12.0f %10.2f %18s\n' nginx "$n_rps" "$n_p99" "$n_cpu"
 awk -v a="$d_rps" -v b="$n_rps" -v c="$d_p99" -v d="$n_p99" \
   'BEGIN { printf "\ndivvy / nginx: throughput %.2fx, p99 %.2fx\n", a / b, c / d }'

@@ -20,9 +20,11 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Sleep;
 
+use crate::pool::Lease;
 use crate::route::{request_host, Table};
 use crate::sticky;
 use crate::upstream::Upstream;
@@ -59,26 +61,52 @@ enum Failure {
     Timeout,
 }
 
+/// The client end of a connection, fixed for all its requests.
+#[derive(Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// The client's address as an `X-Forwarded-For` value, formatted once per connection.
+    xff: Option<HeaderValue>,
+}
+
+impl Peer {
+    /// The peer at `addr`.
+    pub fn new(addr: SocketAddr) -> Peer {
+        let xff = HeaderValue::from_str(&addr.ip().to_string()).ok();
+        Peer { addr, xff }
+    }
+}
+
 /// Serves one client request.
 pub async fn handle(
     proxy: Arc<Proxy>,
     req: Request<Incoming>,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let started = Instant::now();
     proxy.metrics.in_flight.fetch_add(1, Relaxed);
-    let host = request_host(&req);
+    let (mut parts, body) = req.into_parts();
+    // Cheap clones (shared bytes), so that the host can be borrowed while `parts` changes.
+    let authority = parts.uri.authority().cloned();
+    let host_header = parts.headers.get(header::HOST).cloned();
+    let host = request_host(authority.as_ref(), host_header.as_ref());
     // Kept for the access log only when it is on: with it filtered out, nothing is copied.
-    let logged = tracing::enabled!(target: "access", tracing::Level::INFO)
-        .then(|| (req.method().clone(), req.uri().path().to_owned()));
-    let (resp, upstream, backend, tries) = forward(&proxy, req, host.as_deref(), peer).await;
+    let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
+        (
+            Instant::now(),
+            parts.method.clone(),
+            parts.uri.path().to_owned(),
+        )
+    });
+    let (resp, upstream, backend, tries) =
+        forward(&proxy, &mut parts, body, host.as_deref(), &peer).await;
     proxy.metrics.in_flight.fetch_sub(1, Relaxed);
     let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
     proxy.metrics.responses[class].fetch_add(1, Relaxed);
-    if let Some((method, path)) = logged {
+    if let Some((started, method, path)) = logged {
         tracing::info!(
             target: "access",
-            client = %peer.ip(),
+            client = %peer.addr.ip(),
             %method,
             host = host.as_deref().unwrap_or("-"),
             %path,
@@ -102,11 +130,12 @@ type Forwarded = (
 
 async fn forward(
     proxy: &Proxy,
-    mut req: Request<Incoming>,
+    parts: &mut http::request::Parts,
+    body: Incoming,
     host: Option<&str>,
-    peer: SocketAddr,
+    peer: &Peer,
 ) -> Forwarded {
-    if req.method() == Method::CONNECT {
+    if parts.method == Method::CONNECT {
         // Not a forward proxy: tunnels go nowhere.
         return (
             plain(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n"),
@@ -116,7 +145,7 @@ async fn forward(
         );
     }
     let table = proxy.table.load();
-    let Some(routed) = table.route(host.unwrap_or(""), req.uri().path()) else {
+    let Some(routed) = table.route(host.unwrap_or(""), parts.uri.path()) else {
         return (
             plain(
                 StatusCode::NOT_FOUND,
@@ -131,20 +160,23 @@ async fn forward(
     let name = Some(up.clone());
 
     // --- what the request says about routing ---
-    let upgrade = upgrade_protocol(&req);
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let hash_key = up
-        .config
-        .hash
+    let upgrade = upgrade_protocol(parts.version, &parts.headers);
+    // What `hyper::upgrade::on` takes from a whole request, taken from its parts.
+    let client_upgrade = upgrade
         .as_ref()
-        .and_then(|h| sticky::hash_key(&h.key, &parts, peer.ip()));
+        .and_then(|_| parts.extensions.remove::<OnUpgrade>());
+    let peer_ip = peer.addr.ip();
+    // Owned, so that the headers can be moved out of `parts` below (only hash upstreams pay).
+    let hash_key =
+        up.config.hash.as_ref().and_then(|h| {
+            sticky::hash_key(&h.key, parts, peer_ip).map(std::borrow::Cow::into_owned)
+        });
     let pinned = up
         .config
         .sticky
         .as_ref()
         .and_then(|s| sticky::read(&parts.headers, &s.cookie));
-    let mut base = Context::new().client_ip(peer.ip());
+    let mut base = Context::new().client_ip(peer_ip);
     if let Some(k) = &hash_key {
         base = base.key(k);
     }
@@ -155,10 +187,11 @@ async fn forward(
         base = base.zone(zone);
     }
 
-    // --- the request as the backend will see it ---
-    let mut headers = parts.headers.clone();
+    // --- the request as the backend will see it: the client's headers, edited in place ---
+    let mut headers = std::mem::take(&mut parts.headers);
+    let forwarding = Forwarding::read(&headers, &parts.uri, host, peer, proxy.forwarded);
     strip_hop_by_hop(&mut headers);
-    add_forwarded(&mut headers, &parts, host, peer.ip(), proxy.forwarded);
+    forwarding.apply(&mut headers);
     if let Some(proto) = &upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, proto.clone());
@@ -170,7 +203,14 @@ async fn forward(
             }
         }
     }
-    let path_and_query = rewrite_path(&parts.uri, routed.strip);
+    let Some(path_and_query) = upstream_uri(&parts.uri, routed.strip) else {
+        return (
+            plain(StatusCode::BAD_REQUEST, "400 bad request\n"),
+            name,
+            None,
+            0,
+        );
+    };
     let replayable = body.is_end_stream();
     let idempotent = matches!(
         parts.method,
@@ -199,13 +239,17 @@ async fn forward(
             .addr()
             .expect("configured servers are socket addresses");
         last_backend = Some(backend.id_arc().clone());
-        let uri = format!("http://{addr}{path_and_query}");
         let mut out = Request::builder()
             .method(parts.method.clone())
-            .uri(uri)
+            .uri(path_and_query.clone())
             .version(Version::HTTP_11);
         let out_headers = out.headers_mut().expect("a fresh builder");
-        *out_headers = headers.clone();
+        // The last possible try takes the headers; earlier ones copy them for the next.
+        *out_headers = if attempt + 1 < max_tries {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
         if !out_headers.contains_key(header::HOST) {
             // An HTTP/1.0 client may send no host at all; HTTP/1.1 requires one upstream.
             if let Ok(v) = HeaderValue::from_str(&addr.to_string()) {
@@ -232,9 +276,10 @@ async fn forward(
             }
         };
         let sent = Instant::now();
-        let result = tokio::time::timeout(up.config.response_timeout, up.client.request(out)).await;
+        let result =
+            tokio::time::timeout(up.config.response_timeout, up.pool.send(addr, out)).await;
         let failure = match result {
-            Ok(Ok(resp)) => {
+            Ok(Ok((resp, lease))) => {
                 let latency = sent.elapsed();
                 let outcome = if resp.status().is_server_error() {
                     Outcome::Failure
@@ -242,7 +287,15 @@ async fn forward(
                     Outcome::Success
                 };
                 pick.report(outcome, Some(latency));
-                let resp = respond(resp, pick, up, pinned, client_upgrade, upgrade.is_some());
+                let resp = respond(
+                    resp,
+                    pick,
+                    lease,
+                    up,
+                    pinned,
+                    client_upgrade,
+                    upgrade.is_some(),
+                );
                 return (resp, name, last_backend, tries);
             }
             Ok(Err(e)) => {
@@ -294,12 +347,14 @@ async fn forward(
 }
 
 /// Turns the backend's response into the client's.
+#[allow(clippy::too_many_arguments)]
 fn respond(
     mut resp: Response<Incoming>,
     pick: Pick,
+    lease: Lease,
     up: &Upstream,
     pinned: Option<u64>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    client_upgrade: Option<OnUpgrade>,
     upgrading: bool,
 ) -> Response<ProxyBody> {
     let switching = upgrading && resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -318,12 +373,14 @@ fn respond(
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             resp.headers_mut().insert(header::UPGRADE, proto);
             let upstream = hyper::upgrade::on(&mut resp);
+            // The connection now belongs to the tunnel, not to the pool.
+            drop(lease);
             tokio::spawn(tunnel(client, upstream, pick));
             return resp.map(|_| ProxyBody::empty());
         }
     }
     let read_timeout = up.config.read_timeout;
-    resp.map(|body| ProxyBody::upstream(body, pick, read_timeout))
+    resp.map(|body| ProxyBody::upstream(body, pick, lease, read_timeout))
 }
 
 /// Relays bytes both ways after a `101 Switching Protocols`; the pick lives as long as the tunnel.
@@ -361,103 +418,160 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 ];
 
 /// Removes hop-by-hop headers: the fixed list and every header `Connection` names.
+///
+/// One pass over the names finds which of the fixed list are present (most messages carry at
+/// most `Connection`), so only those are looked up and removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        // No `Connection` header either, so no header is named by one.
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| {
+            !t.is_empty()
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(t))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
 /// The protocol a client asks to upgrade to (`Connection: upgrade` plus `Upgrade: x`), HTTP/1.1
 /// only.
-fn upgrade_protocol<B>(req: &Request<B>) -> Option<HeaderValue> {
-    if req.version() != Version::HTTP_11 {
+fn upgrade_protocol(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    if version != Version::HTTP_11 {
         return None;
     }
-    let asks = req
-        .headers()
+    let asks = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
     if asks {
-        req.headers().get(header::UPGRADE).cloned()
+        headers.get(header::UPGRADE).cloned()
     } else {
         None
     }
 }
 
-/// `X-Forwarded-For` (appended, as nginx's `$proxy_add_x_forwarded_for`), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host`, and optionally RFC 7239 `Forwarded` (appended).
-fn add_forwarded(
-    headers: &mut HeaderMap,
-    req: &http::request::Parts,
-    host: Option<&str>,
-    client: IpAddr,
-    forwarded: bool,
-) {
-    let xff = HeaderName::from_static("x-forwarded-for");
-    let prior: Vec<&str> = req
-        .headers
-        .get_all(&xff)
+/// The forwarding headers a request gets: `X-Forwarded-For` (appended, as nginx's
+/// `$proxy_add_x_forwarded_for`), `X-Forwarded-Proto`, `X-Forwarded-Host`, and optionally
+/// RFC 7239 `Forwarded` (appended). Read from the client's headers before the hop-by-hop ones
+/// are stripped, applied after.
+struct Forwarding {
+    xff: Option<HeaderValue>,
+    host: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+impl Forwarding {
+    fn read(
+        headers: &HeaderMap,
+        uri: &Uri,
+        host: Option<&str>,
+        peer: &Peer,
+        forwarded: bool,
+    ) -> Forwarding {
+        let client = peer.addr.ip();
+        let mut prior = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .peekable();
+        // Without a prior value (the usual case) the connection's own value is shared.
+        let xff = if prior.peek().is_none() {
+            peer.xff.clone()
+        } else {
+            let prior: Vec<&str> = prior.collect();
+            HeaderValue::from_str(&format!("{}, {client}", prior.join(", "))).ok()
+        };
+        let original_host = headers.get(header::HOST).cloned().or_else(|| {
+            uri.authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let forwarded = forwarded
+            .then(|| forwarded_value(headers, host, client))
+            .flatten();
+        Forwarding {
+            xff,
+            host: original_host,
+            forwarded,
+        }
+    }
+
+    fn apply(self, headers: &mut HeaderMap) {
+        if let Some(v) = self.xff {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        match self.host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST, h);
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+        if let Some(v) = self.forwarded {
+            headers.insert(header::FORWARDED, v);
+        }
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The RFC 7239 `Forwarded` value: the client's prior elements plus this hop's.
+fn forwarded_value(headers: &HeaderMap, host: Option<&str>, client: IpAddr) -> Option<HeaderValue> {
+    let node = match client {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let mut element = format!("for={node};proto=http");
+    if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+        element.push_str(&format!(";host=\"{h}\""));
+    }
+    let prior: Vec<&str> = headers
+        .get_all(header::FORWARDED)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
     let value = if prior.is_empty() {
-        client.to_string()
+        element
     } else {
-        format!("{}, {client}", prior.join(", "))
+        format!("{}, {element}", prior.join(", "))
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
-    }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static("http"),
-    );
-    let original_host = req.headers.get(header::HOST).cloned().or_else(|| {
-        req.uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    match original_host {
-        Some(h) => {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), h);
-        }
-        None => {
-            headers.remove(HeaderName::from_static("x-forwarded-host"));
-        }
-    }
-    if forwarded {
-        let node = match client {
-            IpAddr::V4(ip) => ip.to_string(),
-            IpAddr::V6(ip) => format!("\"[{ip}]\""),
-        };
-        let mut element = format!("for={node};proto=http");
-        if let Some(h) = host.filter(|h| h.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
-            element.push_str(&format!(";host=\"{h}\""));
-        }
-        let prior: Vec<&str> = req
-            .headers
-            .get_all(header::FORWARDED)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let value = if prior.is_empty() {
-            element
-        } else {
-            format!("{}, {element}", prior.join(", "))
-        };
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(header::FORWARDED, v);
-        }
+    HeaderValue::from_str(&value).ok()
+}
+
+/// The origin-form URI sent upstream: the client's own path and query, shared rather than copied,
+/// when nothing is stripped; else [`rewrite_path`].
+fn upstream_uri(uri: &Uri, strip: usize) -> Option<Uri> {
+    match uri.path_and_query() {
+        Some(pq) if strip == 0 && pq.as_str().starts_with('/') => Some(Uri::from(pq.clone())),
+        _ => Uri::try_from(rewrite_path(uri, strip)).ok(),
     }
 }
 
@@ -568,6 +682,8 @@ enum Inner {
         body: Incoming,
         /// In flight until the body ends.
         pick: Option<Pick>,
+        /// The backend connection, back to the pool once the body has ended.
+        lease: Option<Lease>,
         idle: Duration,
         /// Armed only when the body has to wait: most small bodies arrive with the head.
         timer: Option<Pin<Box<Sleep>>>,
@@ -589,14 +705,30 @@ impl ProxyBody {
         }
     }
 
-    fn upstream(body: Incoming, pick: Pick, idle: Duration) -> Self {
+    fn upstream(body: Incoming, pick: Pick, lease: Lease, idle: Duration) -> Self {
         ProxyBody {
             inner: Inner::Upstream {
                 body,
                 pick: Some(pick),
+                lease: Some(lease),
                 idle,
                 timer: None,
             },
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    /// hyper stops polling a body whose length says it has ended, so the `None` that releases
+    /// the connection may never be polled: a body dropped at its end releases it too. A body
+    /// dropped before its end (client gone) closes the connection with the lease.
+    fn drop(&mut self) {
+        if let Inner::Upstream { body, lease, .. } = &mut self.inner {
+            if body.is_end_stream() {
+                if let Some(l) = lease.take() {
+                    l.release();
+                }
+            }
         }
     }
 }
@@ -614,6 +746,7 @@ impl Body for ProxyBody {
             Inner::Upstream {
                 body,
                 pick,
+                lease,
                 idle,
                 timer,
             } => match Pin::new(body).poll_frame(cx) {
@@ -624,12 +757,16 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
+                    lease.take();
                     if let Some(p) = pick.take() {
                         p.failure();
                     }
                     Poll::Ready(Some(Err(e.into())))
                 }
                 Poll::Ready(None) => {
+                    if let Some(l) = lease.take() {
+                        l.release();
+                    }
                     pick.take();
                     Poll::Ready(None)
                 }
@@ -639,6 +776,7 @@ impl Body for ProxyBody {
                     }
                     let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
                     if t.as_mut().poll(cx).is_ready() {
+                        lease.take();
                         if let Some(p) = pick.take() {
                             p.failure();
                         }

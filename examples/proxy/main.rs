@@ -23,10 +23,17 @@ mod config;
 mod demo;
 mod forward;
 mod health;
+mod pool;
 mod route;
 mod server;
 mod sticky;
 mod upstream;
+
+/// mimalloc instead of glibc malloc: hyper takes a fresh read buffer for every request head (the
+/// parsed headers keep the old one alive), and mimalloc serves those allocations in about half
+/// the time (docs/PROXY.md, Performance).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

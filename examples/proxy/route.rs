@@ -4,6 +4,7 @@
 //! matching `*.suffix` wildcard, then the default host (the one marked `default = true`, else the
 //! first host, as nginx's `default_server`). Inside a host the longest matching path prefix wins.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -134,17 +135,22 @@ fn virtual_host(host: &Host, by_name: &HashMap<&str, &Arc<Upstream>>) -> Virtual
     }
 }
 
-/// The host a request names: the URI's authority (HTTP/2, absolute form) or the `Host` header,
-/// lower case, without port.
-pub fn request_host<B>(req: &http::Request<B>) -> Option<String> {
-    let raw = match req.uri().host() {
-        Some(h) => h.to_owned(),
-        None => {
-            let h = req.headers().get(http::header::HOST)?.to_str().ok()?;
-            strip_port(h).to_owned()
-        }
+/// The host a request names: the URI's authority (HTTP/2, absolute form) or else the `Host`
+/// header, lower case, without port. Borrowed from the request when it is already in that form.
+pub fn request_host<'a>(
+    authority: Option<&'a http::uri::Authority>,
+    host_header: Option<&'a http::HeaderValue>,
+) -> Option<Cow<'a, str>> {
+    let raw = match authority {
+        Some(a) => a.host(),
+        None => strip_port(host_header?.to_str().ok()?),
     };
-    Some(raw.trim_end_matches('.').to_ascii_lowercase())
+    let raw = raw.trim_end_matches('.');
+    if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(raw.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(raw))
+    }
 }
 
 fn strip_port(h: &str) -> &str {

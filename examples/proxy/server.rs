@@ -186,7 +186,8 @@ async fn serve_connection(
     builder: Arc<auto::Builder<TokioExecutor>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let service = service_fn(move |req| forward::handle(proxy.clone(), req, peer));
+    let client = forward::Peer::new(peer);
+    let service = service_fn(move |req| forward::handle(proxy.clone(), req, client.clone()));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
     // `shutdown` is held until the connection ends: `Running::shutdown` waits for every receiver.

@@ -5,18 +5,10 @@
 //! counts, health and latency of the servers that stay survive the reload.
 
 use std::sync::Arc;
-use std::time::Duration;
-
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::balancer::{self, Lb};
 use crate::config;
-use crate::forward::ReqBody;
-
-/// The HTTP/1.1 client one upstream's requests go through.
-pub type UpstreamClient = Client<HttpConnector, ReqBody>;
+use crate::pool::Pool;
 
 /// An upstream as the proxy runs it.
 pub struct Upstream {
@@ -24,8 +16,8 @@ pub struct Upstream {
     pub config: config::Upstream,
     /// Its balancer.
     pub lb: Arc<dyn Lb>,
-    /// Its connection pool.
-    pub client: UpstreamClient,
+    /// Its keep-alive connections to the backends.
+    pub pool: Arc<Pool>,
     /// Active health checks, stopped when the last upstream sharing them is dropped.
     checks: Option<Arc<crate::health::Checks>>,
 }
@@ -54,9 +46,9 @@ impl Upstream {
                 balancer::build(config).map_err(|e| format!("upstream {}: {e}", config.name))?,
             ),
         };
-        let client = match previous {
-            Some(p) if p.config.connect_timeout == config.connect_timeout => p.client.clone(),
-            _ => client(config.connect_timeout),
+        let pool = match previous {
+            Some(p) if p.pool.connect_timeout() == config.connect_timeout => p.pool.clone(),
+            _ => Pool::new(config.connect_timeout),
         };
         // A kept balancer with unchanged checks keeps its checker too.
         let checks = reuse_lb
@@ -68,7 +60,7 @@ impl Upstream {
             checks,
             lb,
             backends,
-            client,
+            pool,
         })
     }
 }
@@ -80,7 +72,7 @@ pub struct Plan {
     lb: Option<Arc<dyn Lb>>,
     backends: Vec<divvy::Backend>,
     checks: Option<Option<Arc<crate::health::Checks>>>,
-    client: UpstreamClient,
+    pool: Arc<Pool>,
 }
 
 impl Plan {
@@ -114,7 +106,7 @@ impl Plan {
         Arc::new(Upstream {
             config: self.config,
             lb,
-            client: self.client,
+            pool: self.pool,
             checks,
         })
     }
@@ -128,19 +120,4 @@ fn same_balancing(a: &config::Upstream, b: &config::Upstream) -> bool {
         && balancer::health_config(a) == balancer::health_config(b)
         && a.servers.iter().any(|s| s.backup) == b.servers.iter().any(|s| s.backup)
         && a.zone == b.zone
-}
-
-fn client(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
-    // Only configured addresses are ever dialled: the URI the proxy builds names the chosen
-    // backend, never what the client asked for.
-    connector.enforce_http(true);
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        // The proxy sets `Host` itself, from the client's request.
-        .set_host(false)
-        .build(connector)
 }

@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::context::Context;
 use crate::error::{BackendError, PickError, UpdateError};
 use crate::health::{BackendStats, HealthConfig, HealthEvent, HealthState, Registry};
-use crate::live::{flag, Live, PICK_ONE};
+use crate::live::{flag, Live, LiveRef};
 use crate::pick::Pick;
 use crate::strategy::Strategy;
 use crate::view::{Member, View};
@@ -36,7 +36,7 @@ use crate::view::{Member, View};
 ///     WeightedRoundRobin::new(),
 ///     vec![Backend::new("a").weight(5), Backend::new("b"), Backend::new("c")],
 /// )?;
-/// let seq: String = (0..7).map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned()).collect();
+/// let seq: String = (0..7).map(|_| lb.pick(&Context::new()).unwrap().id().to_owned()).collect();
 /// assert_eq!(seq, "aabacaa"); // nginx's smooth weighted sequence
 /// # Ok::<(), divvy::UpdateError>(())
 /// ```
@@ -49,12 +49,12 @@ struct Shared<S: Strategy> {
     current: Arc<ArcSwap<Snapshot<S::Prepared>>>,
     registry: Arc<Registry>,
     /// Identity → live state of the current set; also serialises updates.
-    lives: Mutex<HashMap<Arc<str>, Arc<Live>, RandomState>>,
+    lives: Mutex<HashMap<Arc<str>, LiveRef, RandomState>>,
     tracks_total: bool,
 }
 
 struct Snapshot<P> {
-    members: Box<[Arc<Member>]>,
+    members: Box<[Member]>,
     by_key: HashMap<u64, u32, RandomState>,
     backends: Arc<[Backend]>,
     prepared: P,
@@ -205,16 +205,16 @@ impl<S: Strategy> Balancer<S> {
     }
 
     #[inline]
-    fn grant(&self, member: &Arc<Member>) -> Pick {
+    fn grant(&self, member: &Member) -> Pick {
         let live = &member.live;
-        live.load.fetch_add(PICK_ONE, Relaxed);
+        let in_flight = live.begin();
         if live.flags.load(Relaxed) & (flag::HAS_FAILS | flag::EJECTED) != 0 {
             live.registry.on_picked(live);
         }
         if self.shared.tracks_total {
             self.shared.registry.total_in_flight.fetch_add(1, Relaxed);
         }
-        Pick::new(member.clone(), self.shared.tracks_total)
+        Pick::new(in_flight, self.shared.tracks_total)
     }
 
     /// Replaces the backend set. The new set is validated as a whole and prepared by the strategy
@@ -320,7 +320,7 @@ impl<S: Strategy> Balancer<S> {
             .collect()
     }
 
-    fn live(&self, id: &str) -> Result<Arc<Live>, BackendError> {
+    pub(crate) fn live(&self, id: &str) -> Result<LiveRef, BackendError> {
         let snap = self.shared.current.load();
         snap.by_key
             .get(&crate::hash::backend_key(id))
@@ -444,23 +444,28 @@ pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
 /// health under the registry lock, publishes, then emits the returned events.
 fn build_snapshot<P>(
     registry: &Arc<Registry>,
-    lives: &mut HashMap<Arc<str>, Arc<Live>, RandomState>,
+    lives: &mut HashMap<Arc<str>, LiveRef, RandomState>,
     backends: Vec<Backend>,
     prepared: P,
     version: u64,
     first: bool,
 ) -> (Snapshot<P>, Vec<HealthEvent>) {
     let now = registry.now_nanos();
-    let mut next: HashMap<Arc<str>, Arc<Live>, RandomState> =
+    let mut next: HashMap<Arc<str>, LiveRef, RandomState> =
         HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
     let mut by_key = HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
     let mut events = Vec::new();
     let mut members = Vec::with_capacity(backends.len());
     for (i, b) in backends.iter().enumerate() {
         let live = match lives.remove(b.id()) {
-            Some(live) => live,
+            Some(live) => {
+                if **live.backend.load() != *b {
+                    live.backend.store(Arc::new(b.clone()));
+                }
+                live
+            }
             None => {
-                let live = Arc::new(Live::new(b.id_arc().clone(), registry.clone()));
+                let live = Live::create(b, registry.clone());
                 if !first {
                     registry.joined(&live, now);
                 }
@@ -472,10 +477,10 @@ fn build_snapshot<P>(
         events.extend(registry.apply_config(&live, b.get_state(), now));
         by_key.insert(b.key(), i as u32);
         next.insert(b.id_arc().clone(), live.clone());
-        members.push(Arc::new(Member {
+        members.push(Member {
             backend: b.clone(),
             live,
-        }));
+        });
     }
     for gone in lives.values() {
         gone.in_set.store(false, Relaxed);

@@ -4,19 +4,29 @@
 //! Everything a pick reads is an atomic load; writes that need more than one word go through the
 //! per-backend mutex in [`health`](crate::health), off the pick path.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::fmt;
+use std::ops::Deref;
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::backend::AdminState;
+use crate::backend::{AdminState, Backend};
 use crate::health::{Machine, Registry};
 
-/// `load` packs the in-flight count (low bits) and the number of picks (high bits), so a pick
-/// costs one atomic add for both.
-pub(crate) const IN_FLIGHT_BITS: u32 = 24;
-pub(crate) const IN_FLIGHT_MASK: u64 = (1 << IN_FLIGHT_BITS) - 1;
-pub(crate) const PICK_ONE: u64 = 1 | (1 << IN_FLIGHT_BITS);
+/// `load` packs, from the low bits up: the requests in flight (23 bits), a `HELD` bit set while
+/// any snapshot or the identity map holds the backend, and the number of picks (40 bits). A pick
+/// costs one atomic add for its in-flight count and its pick count, and the same word is the
+/// allocation's reference count: it is freed when no holder is left and nothing is in flight, so
+/// a [`Pick`](crate::Pick) needs no reference count of its own.
+pub(crate) const IN_FLIGHT_MASK: u64 = (1 << 23) - 1;
+const HELD: u64 = 1 << 23;
+const LIFE_MASK: u64 = (1 << 24) - 1;
+const PICKS_SHIFT: u32 = 24;
+pub(crate) const PICK_ONE: u64 = 1 | (1 << PICKS_SHIFT);
 
 /// Flag bits. Zero means "up and healthy": the common case costs one load and one compare.
 pub(crate) mod flag {
@@ -43,7 +53,14 @@ pub(crate) mod flag {
 
 pub(crate) struct Live {
     pub(crate) id: Arc<str>,
+    pub(crate) key: u64,
+    pub(crate) addr: Option<std::net::SocketAddr>,
+    /// The backend as the newest snapshot configures it (weight and the like may change while
+    /// the identity stays).
+    pub(crate) backend: ArcSwap<Backend>,
     pub(crate) load: AtomicU64,
+    /// Holders: the identity map and every snapshot that lists the backend ([`LiveRef`]s).
+    holders: AtomicUsize,
     pub(crate) successes: AtomicU64,
     pub(crate) failures: AtomicU64,
     pub(crate) flags: AtomicU8,
@@ -68,10 +85,15 @@ pub(crate) struct Live {
 pub(crate) const NO_OVERRIDE: u8 = u8::MAX;
 
 impl Live {
-    pub(crate) fn new(id: Arc<str>, registry: Arc<Registry>) -> Self {
-        Live {
-            id,
-            load: AtomicU64::new(0),
+    /// A new backend's state, with one holder.
+    pub(crate) fn create(backend: &Backend, registry: Arc<Registry>) -> LiveRef {
+        let live = Box::new(Live {
+            id: backend.id_arc().clone(),
+            key: backend.key(),
+            addr: backend.addr(),
+            backend: ArcSwap::from_pointee(backend.clone()),
+            load: AtomicU64::new(HELD),
+            holders: AtomicUsize::new(1),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             flags: AtomicU8::new(0),
@@ -86,6 +108,9 @@ impl Live {
             in_set: AtomicBool::new(false),
             machine: Mutex::new(Machine::default()),
             registry,
+        });
+        LiveRef {
+            ptr: NonNull::from(Box::leak(live)),
         }
     }
 
@@ -95,7 +120,29 @@ impl Live {
     }
 
     pub(crate) fn picks(&self) -> u64 {
-        self.load.load(Relaxed) >> IN_FLIGHT_BITS
+        self.load.load(Relaxed) >> PICKS_SHIFT
+    }
+
+    /// Releases one unit of `load`'s life field (`HELD` or one request in flight) and frees the
+    /// allocation when that was the last.
+    ///
+    /// # Safety
+    /// `this` must point to a live allocation made by [`Live::create`], and the caller must own the
+    /// unit it releases, never touching `this` afterwards.
+    #[inline]
+    unsafe fn release(this: NonNull<Live>, unit: u64) {
+        // SAFETY: the caller owns a unit, so the allocation is alive until it is released here.
+        let prev = unsafe { this.as_ref() }
+            .load
+            .fetch_sub(unit, Ordering::Release);
+        if prev & LIFE_MASK == unit {
+            // The last unit: every other owner's release happened before this point (they
+            // were all Release decrements of the same word), as in `Arc`'s drop.
+            fence(Ordering::Acquire);
+            // SAFETY: no holder and no request in flight is left, and no new one can appear:
+            // requests begin only through a holder. The pointer came from `Box::leak`.
+            drop(unsafe { Box::from_raw(this.as_ptr()) });
+        }
     }
 
     pub(crate) fn admin(&self) -> AdminState {
@@ -136,6 +183,89 @@ impl Live {
     }
 }
 
+/// A holder's handle on a [`Live`] (the identity map's, or a snapshot member's): like an `Arc`,
+/// counted in `holders`; the last holder gives up the `HELD` unit of `load`.
+pub(crate) struct LiveRef {
+    ptr: NonNull<Live>,
+}
+
+// SAFETY: `Live` is `Send + Sync` (atomics, locks and `Arc`s), and `LiveRef` only hands out `&Live`.
+unsafe impl Send for LiveRef {}
+// SAFETY: as above.
+unsafe impl Sync for LiveRef {}
+
+impl Clone for LiveRef {
+    fn clone(&self) -> Self {
+        self.holders.fetch_add(1, Relaxed);
+        LiveRef { ptr: self.ptr }
+    }
+}
+
+impl Drop for LiveRef {
+    fn drop(&mut self) {
+        if self.holders.fetch_sub(1, Ordering::Release) == 1 {
+            fence(Ordering::Acquire);
+            // SAFETY: the last holder owns the `HELD` unit and gives it up once.
+            unsafe { Live::release(self.ptr, HELD) };
+        }
+    }
+}
+
+impl LiveRef {
+    /// Counts a request in flight; the returned handle keeps the state alive until it drops.
+    #[inline]
+    pub(crate) fn begin(&self) -> InFlight {
+        self.load.fetch_add(PICK_ONE, Relaxed);
+        // The handle keeps the pointer `Live::create` made (not one derived from `&self`), so the
+        // last release may free through it.
+        InFlight { ptr: self.ptr }
+    }
+}
+
+impl Deref for LiveRef {
+    type Target = Live;
+
+    #[inline]
+    fn deref(&self) -> &Live {
+        // SAFETY: a holder keeps `HELD` set, so the allocation is alive.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl fmt::Debug for LiveRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
+    }
+}
+
+/// One request in flight to a [`Live`]: keeps it alive without a reference count of its own.
+pub(crate) struct InFlight {
+    ptr: NonNull<Live>,
+}
+
+// SAFETY: as for `LiveRef`.
+unsafe impl Send for InFlight {}
+// SAFETY: as for `LiveRef`.
+unsafe impl Sync for InFlight {}
+
+impl Drop for InFlight {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: this request's unit was added by `Live::begin` and is released once, here.
+        unsafe { Live::release(self.ptr, 1) };
+    }
+}
+
+impl Deref for InFlight {
+    type Target = Live;
+
+    #[inline]
+    fn deref(&self) -> &Live {
+        // SAFETY: the unit this request holds keeps the allocation alive.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
 impl std::fmt::Debug for Live {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Live")
@@ -143,5 +273,71 @@ impl std::fmt::Debug for Live {
             .field("in_flight", &self.in_flight())
             .field("flags", &self.flags.load(Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+
+    use crate::strategy::RoundRobin;
+    use crate::{Backend, Balancer, Context};
+
+    #[test]
+    fn a_pick_outlives_its_backends_removal_and_the_balancer() {
+        let lb = Balancer::new(RoundRobin::new(), ["a", "b"].map(Backend::new)).unwrap();
+        let held = lb.pick(&Context::new()).unwrap();
+        let id = held.id().to_owned();
+        lb.update([Backend::new("c")]).unwrap();
+        assert_eq!(held.in_flight(), 1);
+        drop(lb);
+        assert_eq!(held.id(), id);
+        assert_eq!(held.backend().id(), id);
+        held.failure();
+    }
+
+    #[test]
+    fn the_last_release_frees_whichever_comes_last() {
+        let lb = Balancer::new(RoundRobin::new(), [Backend::new("a")]).unwrap();
+        let picks: Vec<_> = (0..3).map(|_| lb.pick(&Context::new()).unwrap()).collect();
+        let live = lb.live("a").unwrap();
+        assert_eq!(live.in_flight(), 3);
+        assert_eq!(live.picks(), 3);
+        assert_eq!(live.load.load(Relaxed) & super::HELD, super::HELD);
+        drop(live);
+        drop(lb);
+        // Only the picks keep the state alive now; the last one frees it (miri checks).
+        let mut picks = picks;
+        picks.pop().unwrap().success();
+        assert_eq!(picks[0].in_flight(), 2);
+        drop(picks);
+    }
+
+    #[test]
+    fn picks_race_their_backends_removal_on_other_threads() {
+        let lb = Balancer::new(RoundRobin::new(), ["a", "b"].map(Backend::new)).unwrap();
+        let threads: Vec<_> = (0..2)
+            .map(|_| {
+                let lb = lb.clone();
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for _ in 0..50 {
+                        held.push(lb.pick(&Context::new()).unwrap());
+                        if held.len() > 4 {
+                            drop(held.remove(0));
+                        }
+                    }
+                    held
+                })
+            })
+            .collect();
+        for i in 0..20 {
+            lb.update([Backend::new(if i % 2 == 0 { "a" } else { "b" })])
+                .unwrap();
+        }
+        drop(lb);
+        for t in threads {
+            drop(t.join().unwrap());
+        }
     }
 }

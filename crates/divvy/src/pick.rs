@@ -1,13 +1,16 @@
 //! The pick guard.
 
 use std::fmt;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::clock::duration_to_nanos;
-use crate::view::Member;
+use crate::live::InFlight;
 
 /// How a request to a backend went, as far as the backend's health is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -26,28 +29,58 @@ pub enum Outcome {
 /// guard dropped without an outcome (a request the client cancelled, say) leaves health untouched.
 #[must_use = "the request counts as in flight until the Pick is dropped"]
 pub struct Pick {
-    member: Arc<Member>,
+    live: InFlight,
     counted_total: bool,
 }
 
 impl Pick {
     #[inline]
-    pub(crate) fn new(member: Arc<Member>, counted_total: bool) -> Self {
+    pub(crate) fn new(live: InFlight, counted_total: bool) -> Self {
         Pick {
-            member,
+            live,
             counted_total,
         }
     }
 
-    /// The chosen backend.
+    /// The chosen backend, as the newest backend set configures it.
+    ///
+    /// The guard reads the configuration with one atomic load; for the identity alone,
+    /// [`id`](Self::id) and [`key`](Self::key) cost nothing.
     #[inline]
-    pub fn backend(&self) -> &Backend {
-        &self.member.backend
+    pub fn backend(&self) -> BackendRef<'_> {
+        BackendRef {
+            guard: self.live.backend.load(),
+            _pick: PhantomData,
+        }
+    }
+
+    /// The chosen backend's identity.
+    #[inline]
+    pub fn id(&self) -> &str {
+        &self.live.id
+    }
+
+    /// The chosen backend's identity as a shared string.
+    #[inline]
+    pub fn id_arc(&self) -> &Arc<str> {
+        &self.live.id
+    }
+
+    /// The chosen backend's [`key`](Backend::key).
+    #[inline]
+    pub fn key(&self) -> u64 {
+        self.live.key
+    }
+
+    /// The chosen backend's socket address, when its identity is one.
+    #[inline]
+    pub fn addr(&self) -> Option<SocketAddr> {
+        self.live.addr
     }
 
     /// Requests in flight to this backend, this one included.
     pub fn in_flight(&self) -> u32 {
-        self.member.live.in_flight()
+        self.live.in_flight()
     }
 
     /// Reports success and ends the request.
@@ -68,7 +101,7 @@ impl Pick {
     /// Reports the outcome without ending the request (the guard still counts it in flight until
     /// dropped). For adapters that learn the outcome before the response body ends.
     pub fn report(&self, outcome: Outcome, latency: Option<Duration>) {
-        let live = &self.member.live;
+        let live = &*self.live;
         let registry = &live.registry;
         if let Some(latency) = latency {
             let decay = duration_to_nanos(registry.config.latency_decay) as f64;
@@ -85,18 +118,36 @@ impl Pick {
 impl Drop for Pick {
     #[inline]
     fn drop(&mut self) {
-        let live = &self.member.live;
-        live.load.fetch_sub(1, Relaxed);
+        // The in-flight count itself is released when `self.live` drops, after this.
         if self.counted_total {
-            live.registry.total_in_flight.fetch_sub(1, Relaxed);
+            self.live.registry.total_in_flight.fetch_sub(1, Relaxed);
         }
     }
 }
 
 impl fmt::Debug for Pick {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pick")
-            .field("backend", &self.member.backend.id())
-            .finish()
+        f.debug_struct("Pick").field("backend", &self.id()).finish()
+    }
+}
+
+/// The configuration of a picked backend, from [`Pick::backend`]; derefs to [`Backend`].
+pub struct BackendRef<'a> {
+    guard: arc_swap::Guard<Arc<Backend>>,
+    _pick: PhantomData<&'a Pick>,
+}
+
+impl Deref for BackendRef<'_> {
+    type Target = Backend;
+
+    #[inline]
+    fn deref(&self) -> &Backend {
+        &self.guard
+    }
+}
+
+impl fmt::Debug for BackendRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        (**self).fmt(f)
     }
 }

@@ -3,17 +3,16 @@
 use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::Backend;
 use crate::health::Registry;
-use crate::live::{flag, Live};
+use crate::live::{flag, Live, LiveRef};
 
 /// A backend of a published snapshot with its live state.
 pub(crate) struct Member {
     pub(crate) backend: Backend,
-    pub(crate) live: Arc<Live>,
+    pub(crate) live: LiveRef,
 }
 
 impl fmt::Debug for Member {
@@ -32,7 +31,7 @@ impl fmt::Debug for Member {
 /// state, health (unless the view is in panic mode), the in-flight limit and the request's
 /// exclusions, so a strategy only has to skip what it reports unavailable.
 pub struct View<'a> {
-    members: &'a [Arc<Member>],
+    members: &'a [Member],
     map: Option<&'a [u32]>,
     exclude: &'a [u64],
     registry: &'a Registry,
@@ -41,11 +40,7 @@ pub struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    pub(crate) fn new(
-        members: &'a [Arc<Member>],
-        exclude: &'a [u64],
-        registry: &'a Registry,
-    ) -> Self {
+    pub(crate) fn new(members: &'a [Member], exclude: &'a [u64], registry: &'a Registry) -> Self {
         View {
             members,
             map: None,
@@ -57,7 +52,7 @@ impl<'a> View<'a> {
     }
 
     #[inline]
-    pub(crate) fn member(&self, i: usize) -> &'a Arc<Member> {
+    pub(crate) fn member(&self, i: usize) -> &'a Member {
         match self.map {
             None => &self.members[i],
             Some(map) => &self.members[map[i] as usize],

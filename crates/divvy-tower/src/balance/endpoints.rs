@@ -20,7 +20,13 @@ impl<Svc> Endpoints<Svc> {
 
     #[inline]
     pub(crate) fn get(&self, backend: &Backend) -> Option<&Svc> {
-        self.services.get(&backend.key())
+        self.get_key(backend.key())
+    }
+
+    /// The service of the backend with this [`Backend::key`].
+    #[inline]
+    pub(crate) fn get_key(&self, key: u64) -> Option<&Svc> {
+        self.services.get(&key)
     }
 }
 

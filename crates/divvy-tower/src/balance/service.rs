@@ -198,9 +198,9 @@ where
                 return ResponseFuture::no_backend(e, self.classify.clone(), self.track.clone())
             }
         };
-        let svc = match self.endpoints.get(pick.backend()) {
+        let svc = match self.endpoints.get_key(pick.key()) {
             Some(svc) => svc.clone(),
-            None => self.endpoint_for(pick.backend()),
+            None => self.endpoint_for(&pick.backend()),
         };
         ResponseFuture::new(
             pick,

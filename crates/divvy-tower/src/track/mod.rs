@@ -19,7 +19,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use divvy::{Backend, Outcome, Pick};
+use divvy::{Outcome, Pick};
 
 mod body;
 
@@ -118,7 +118,7 @@ impl Completion {
     }
 
     /// The backend the request went to.
-    pub fn backend(&self) -> &Backend {
+    pub fn backend(&self) -> divvy::BackendRef<'_> {
         self.pick.backend()
     }
 
@@ -141,7 +141,7 @@ impl Drop for Completion {
 impl fmt::Debug for Completion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Completion")
-            .field("backend", &self.pick.backend().id())
+            .field("backend", &self.pick.id())
             .field("pending", &self.pending.is_some())
             .finish()
     }

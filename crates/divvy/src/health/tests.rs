@@ -40,7 +40,7 @@ fn no_passive() -> HealthConfig {
 /// Picks `n` times, dropping each guard, and returns the ids.
 fn picks(lb: &Balancer<RoundRobin>, n: usize) -> Vec<String> {
     (0..n)
-        .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
+        .map(|_| lb.pick(&Context::new()).unwrap().id().to_owned())
         .collect()
 }
 
@@ -48,7 +48,7 @@ fn picks(lb: &Balancer<RoundRobin>, n: usize) -> Vec<String> {
 fn fail_on(lb: &Balancer<RoundRobin>, id: &str) {
     for _ in 0..64 {
         let p = lb.pick(&Context::new()).unwrap();
-        if p.backend().id() == id {
+        if p.id() == id {
             p.failure();
             return;
         }
@@ -59,7 +59,7 @@ fn fail_on(lb: &Balancer<RoundRobin>, id: &str) {
 fn succeed_on(lb: &Balancer<RoundRobin>, id: &str) -> bool {
     for _ in 0..64 {
         let p = lb.pick(&Context::new()).unwrap();
-        if p.backend().id() == id {
+        if p.id() == id {
             p.success();
             return true;
         }
@@ -228,7 +228,7 @@ fn a_success_from_a_request_sent_before_the_ejection_does_not_restore() {
     let (lb, _) = balancer(HealthConfig::builder().panic_threshold(0).build(), &[A, B]);
     let early = loop {
         let p = lb.pick(&Context::new()).unwrap();
-        if p.backend().id() == A {
+        if p.id() == A {
             break p;
         }
     };
@@ -276,7 +276,7 @@ fn ejection_time_grows_with_each_ejection_and_is_capped() {
             clock.advance(secs(1));
             for _ in 0..2 {
                 let p = lb.pick(&Context::new()).unwrap();
-                if p.backend().id() == A {
+                if p.id() == A {
                     p.failure();
                     break 'wait;
                 }
@@ -455,7 +455,7 @@ fn operator_overrides_win_over_health_and_survive_updates() {
     let pinned = lb
         .pick(&Context::new().sticky(Backend::new(B).key()))
         .unwrap();
-    assert_eq!(pinned.backend().id(), B);
+    assert_eq!(pinned.id(), B);
     drop(pinned);
     lb.set_admin_state(B, None).unwrap();
     assert_eq!(lb.health(B), Ok(HealthState::Healthy));
@@ -535,7 +535,7 @@ fn stats_count_picks_outcomes_in_flight_and_latency() {
 fn live_state_survives_updates_for_backends_that_stay() {
     let (lb, _) = balancer(no_passive(), &[A, B]);
     let held = lb.pick(&Context::new()).unwrap();
-    let id = held.backend().id().to_owned();
+    let id = held.id().to_owned();
     lb.update([Backend::new(B).weight(3), Backend::new(A), Backend::new(C)])
         .unwrap();
     let s = lb.stats().into_iter().find(|s| *s.id == *id).unwrap();
@@ -606,7 +606,7 @@ proptest! {
                 }
                 Event::Hold => {
                     if let Ok(p) = lb.pick(&Context::new()) {
-                        let i = ids.iter().position(|id| *id == p.backend().id()).unwrap();
+                        let i = ids.iter().position(|id| *id == p.id()).unwrap();
                         held.push((p, i, true));
                     }
                 }
@@ -640,7 +640,7 @@ proptest! {
             }
             // A successful pick never returns an unavailable backend.
             if let Ok(p) = lb.pick(&Context::new()) {
-                let s = stats.iter().find(|s| *s.id == *p.backend().id()).unwrap();
+                let s = stats.iter().find(|s| *s.id == *p.id()).unwrap();
                 prop_assert!(s.available, "picked {:?}", s);
             }
             prop_assert_eq!(
@@ -666,7 +666,7 @@ fn slow_start_shares<S: crate::Strategy>(strategy: S) -> (f64, f64) {
     let share = |lb: &Balancer<S>| {
         let n = 20_000;
         let hits = (0..n)
-            .filter(|_| lb.pick(&Context::new()).unwrap().backend().id() == B)
+            .filter(|_| lb.pick(&Context::new()).unwrap().id() == B)
             .count();
         hits as f64 / n as f64
     };

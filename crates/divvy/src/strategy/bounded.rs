@@ -199,8 +199,8 @@ mod tests {
         assert!(!strategy.tracks_total_in_flight());
         let lb = Balancer::new(strategy, set(&[1, 1, 1, 1, 1])).unwrap();
         let held: Vec<Pick> = (0..100).map(|_| pick(&lb, b"hot")).collect();
-        let first = held[0].backend().id();
-        assert!(held.iter().all(|p| p.backend().id() == first));
+        let first = held[0].id();
+        assert!(held.iter().all(|p| p.id() == first));
         assert_eq!(held[0].in_flight(), 100);
     }
 
@@ -227,12 +227,12 @@ mod tests {
             for i in 0..300 {
                 let k = format!("k{i}");
                 assert_eq!(
-                    pick(&plain, k.as_bytes()).backend().id(),
-                    pick(&bounded, k.as_bytes()).backend().id()
+                    pick(&plain, k.as_bytes()).id(),
+                    pick(&bounded, k.as_bytes()).id()
                 );
                 assert_eq!(
-                    pick(&plain_m, k.as_bytes()).backend().id(),
-                    pick(&bounded_m, k.as_bytes()).backend().id()
+                    pick(&plain_m, k.as_bytes()).id(),
+                    pick(&bounded_m, k.as_bytes()).id()
                 );
             }
         }
@@ -300,15 +300,12 @@ mod tests {
                     let p = pick(&lb, format!("key-{k}").as_bytes());
                     held.push(p);
                     let p = held.last().unwrap();
-                    let i: usize = p.backend().id()[7..]
-                        .trim_end_matches(":80")
-                        .parse()
-                        .unwrap();
+                    let i: usize = p.id()[7..].trim_end_matches(":80").parse().unwrap();
                     let limit = bound(num, den, held.len() as u64, u64::from(weights[i]), total_w);
                     prop_assert!(
                         u64::from(p.in_flight()) <= limit,
                         "{} at {} > {}",
-                        p.backend().id(),
+                        p.id(),
                         p.in_flight(),
                         limit
                     );

@@ -56,7 +56,7 @@ use crate::view::View;
 ///     Failover::new(RoundRobin::new()),
 ///     [Backend::new("primary-1"), Backend::new("primary-2"), Backend::new("spare").backup()],
 /// )?;
-/// assert!(lb.pick(&Context::new())?.backend().id().starts_with("primary"));
+/// assert!(lb.pick(&Context::new())?.id().starts_with("primary"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug, Default)]
@@ -305,7 +305,7 @@ mod tests {
     /// The ids `picks` picks went to.
     fn picked<S: Strategy>(lb: &Balancer<S>, ctx: &Context<'_>, picks: usize) -> HashSet<String> {
         (0..picks)
-            .map(|_| lb.pick(ctx).unwrap().backend().id().to_owned())
+            .map(|_| lb.pick(ctx).unwrap().id().to_owned())
             .collect()
     }
 
@@ -381,10 +381,7 @@ mod tests {
         for _ in 0..20 {
             match (lb.pick(&ctx), &allowed) {
                 (Ok(p), Some(ok)) => {
-                    let i = backends
-                        .iter()
-                        .position(|b| b.id() == p.backend().id())
-                        .unwrap();
+                    let i = backends.iter().position(|b| b.id() == p.id()).unwrap();
                     prop_assert!(
                         ok.contains(&i),
                         "picked b{} ({:?}), allowed {:?}",
@@ -397,7 +394,7 @@ mod tests {
                 (got, want) => prop_assert!(
                     false,
                     "got {:?}, allowed {:?}",
-                    got.map(|p| p.backend().id().to_owned()),
+                    got.map(|p| p.id().to_owned()),
                     want
                 ),
             }
@@ -435,7 +432,7 @@ mod tests {
             }
             for _ in 0..50 {
                 let p = lb.pick(&Context::new()).unwrap();
-                prop_assert!(p.backend().get_tier() == 0, "picked {}", p.backend().id());
+                prop_assert!(p.backend().get_tier() == 0, "picked {}", p.id());
             }
         }
     }
@@ -485,13 +482,13 @@ mod tests {
         ];
         let lb = balancer(RoundRobin::new(), 0, backends);
         let held = lb.pick(&Context::new()).unwrap();
-        assert_eq!(held.backend().id(), "p");
-        assert_eq!(lb.pick(&Context::new()).unwrap().backend().id(), "s");
+        assert_eq!(held.id(), "p");
+        assert_eq!(lb.pick(&Context::new()).unwrap().id(), "s");
         drop(held);
         let tried = [Backend::new("p").key()];
         let retry = Context::new().exclude(&tried);
-        assert_eq!(lb.pick(&retry).unwrap().backend().id(), "s");
-        assert_eq!(lb.pick(&Context::new()).unwrap().backend().id(), "p");
+        assert_eq!(lb.pick(&retry).unwrap().id(), "s");
+        assert_eq!(lb.pick(&Context::new()).unwrap().id(), "p");
     }
 
     #[test]
@@ -548,14 +545,14 @@ mod tests {
             .build([Backend::new("p"), Backend::new("s").backup()])
             .unwrap();
         let first = lb.pick(&Context::new()).unwrap();
-        assert_eq!(first.backend().id(), "p");
+        assert_eq!(first.id(), "p");
         first.failure();
         assert_eq!(picked(&lb, &Context::new(), 5), ids(&["s"]));
         clock.advance(Duration::from_secs(10));
         assert_eq!(picked(&lb, &Context::new(), 5), ids(&["s"]));
         clock.advance(Duration::from_millis(1));
         let half_open = lb.pick(&Context::new()).unwrap();
-        assert_eq!(half_open.backend().id(), "p");
+        assert_eq!(half_open.id(), "p");
         // While the half-open request is out, the backup keeps the rest.
         assert_eq!(picked(&lb, &Context::new(), 5), ids(&["s"]));
         half_open.success();

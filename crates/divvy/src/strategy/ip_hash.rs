@@ -41,7 +41,7 @@ const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 /// let lb = Balancer::new(IpHash::new(), ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(Backend::new))?;
 /// let a = lb.pick(&Context::new().client_ip("192.0.2.7".parse()?))?;
 /// let b = lb.pick(&Context::new().client_ip("192.0.2.200".parse()?))?;
-/// assert_eq!(a.backend().id(), b.backend().id()); // same /24, same backend
+/// assert_eq!(a.id(), b.id()); // same /24, same backend
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
@@ -299,7 +299,7 @@ mod tests {
     }
 
     fn index(pick: &Pick) -> usize {
-        pick.backend().id()[1..].parse().unwrap()
+        pick.id()[1..].parse().unwrap()
     }
 
     fn pick_for<S: Strategy>(lb: &Balancer<S>, ip: IpAddr) -> Option<usize> {

@@ -77,7 +77,7 @@ const MAX_PREFIX_BITS: u32 = 16;
 /// let lb = Balancer::new(Ketama::new(), ["127.0.0.1:8081", "127.0.0.1:8082"].map(Backend::new))?;
 /// let a = lb.pick(&Context::new().key(b"/videos/42"))?;
 /// let b = lb.pick(&Context::new().key(b"/videos/42"))?;
-/// assert_eq!(a.backend().id(), b.backend().id());
+/// assert_eq!(a.id(), b.id());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -637,7 +637,7 @@ mod tests {
                 Context::new().key(b"")
             };
             *counts
-                .entry(lb.pick(&ctx).unwrap().backend().id().to_owned())
+                .entry(lb.pick(&ctx).unwrap().id().to_owned())
                 .or_insert(0) += 1;
         }
         for (id, w) in SERVERS {

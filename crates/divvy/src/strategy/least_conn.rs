@@ -30,7 +30,7 @@ const NAME: &str = "least-connections";
 /// let lb = Balancer::new(LeastConnections::new(), ["a", "b"].map(Backend::new))?;
 /// let first = lb.pick(&Context::new())?;   // both idle: the tie goes to a
 /// let second = lb.pick(&Context::new())?;  // a is busy: b
-/// assert_eq!((first.backend().id(), second.backend().id()), ("a", "b"));
+/// assert_eq!((first.id(), second.id()), ("a", "b"));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
@@ -199,7 +199,7 @@ mod tests {
     }
 
     fn index(pick: &Pick) -> usize {
-        pick.backend().id()[1..].parse().unwrap()
+        pick.id()[1..].parse().unwrap()
     }
 
     /// Holds `count` requests in flight to backend `i`, pinned with a sticky target.

@@ -81,7 +81,7 @@ const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 ///     ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"].map(Backend::new),
 /// )?;
 /// let pick = lb.pick(&Context::new().key(b"user-1234"))?;
-/// println!("user-1234 → {}", pick.backend().id());
+/// println!("user-1234 → {}", pick.id());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -748,7 +748,7 @@ mod tests {
             } else {
                 Context::new().key(b"")
             };
-            let id = lb.pick(&ctx).unwrap().backend().id().to_owned();
+            let id = lb.pick(&ctx).unwrap().id().to_owned();
             counts[set.iter().position(|b| b.id() == id).unwrap()] += 1;
         }
         assert_eq!(counts, expect);

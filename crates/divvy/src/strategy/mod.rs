@@ -44,7 +44,7 @@
 //! }
 //!
 //! let lb = Balancer::new(FirstAvailable, vec![Backend::new("a"), Backend::new("b")])?;
-//! assert_eq!(lb.pick(&Context::new())?.backend().id(), "a");
+//! assert_eq!(lb.pick(&Context::new())?.id(), "a");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

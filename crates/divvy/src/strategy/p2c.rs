@@ -268,7 +268,7 @@ mod tests {
         let key = Backend::new(id).key();
         (0..n)
             .map(|_| lb.pick(&Context::new().sticky(key)).unwrap())
-            .inspect(|p| assert_eq!(p.backend().id(), id))
+            .inspect(|p| assert_eq!(p.id(), id))
             .collect()
     }
 
@@ -301,7 +301,7 @@ mod tests {
             for _ in 0..20 {
                 match lb.pick(&ctx) {
                     Ok(p) => {
-                        let i = backends.iter().position(|b| b.id() == p.backend().id()).unwrap();
+                        let i = backends.iter().position(|b| b.id() == p.id()).unwrap();
                         prop_assert!(conditions[i].available(), "picked {:?}", conditions[i]);
                     }
                     Err(PickError::NoneAvailable { .. }) => prop_assert!(!any),
@@ -326,7 +326,7 @@ mod tests {
             for _ in 0..30 {
                 let p = lb.pick(&Context::new()).unwrap();
                 if busiest.len() == 1 && max > 0 {
-                    prop_assert_ne!(p.backend().id(), format!("b{}", busiest[0]));
+                    prop_assert_ne!(p.id(), format!("b{}", busiest[0]));
                 }
             }
         }
@@ -338,7 +338,7 @@ mod tests {
         let _held = hold(&lb, "b0", 2);
         for _ in 0..100 {
             let p = lb.pick(&Context::new()).unwrap();
-            assert_eq!(p.backend().id(), "b1");
+            assert_eq!(p.id(), "b1");
         }
     }
 
@@ -349,7 +349,7 @@ mod tests {
         let _a = hold(&lb, "b0", 3);
         let _b = hold(&lb, "b1", 1);
         for _ in 0..100 {
-            assert_eq!(lb.pick(&Context::new()).unwrap().backend().id(), "b0");
+            assert_eq!(lb.pick(&Context::new()).unwrap().id(), "b0");
         }
     }
 
@@ -360,7 +360,7 @@ mod tests {
         let _held = hold(&lb, "b0", 5);
         lb.set_admin_state("b1", Some(AdminState::Down)).unwrap();
         for _ in 0..100 {
-            assert_eq!(lb.pick(&Context::new()).unwrap().backend().id(), "b0");
+            assert_eq!(lb.pick(&Context::new()).unwrap().id(), "b0");
         }
     }
 
@@ -406,12 +406,12 @@ mod tests {
             .unwrap();
         slow.record(Outcome::Success, Some(Duration::from_millis(50)));
         for _ in 0..100 {
-            assert_eq!(lb.pick(&Context::new()).unwrap().backend().id(), "b0");
+            assert_eq!(lb.pick(&Context::new()).unwrap().id(), "b0");
         }
         // Four requests in flight make b0 cost 10 ms × 5 = 50 ms: a tie with idle b1 (50 ms × 1),
         // and a fifth makes b1 the cheaper one.
         let _held = hold(&lb, "b0", 5);
-        assert_eq!(lb.pick(&Context::new()).unwrap().backend().id(), "b1");
+        assert_eq!(lb.pick(&Context::new()).unwrap().id(), "b1");
     }
 
     #[test]
@@ -428,7 +428,7 @@ mod tests {
                 .unwrap();
             p.record(Outcome::Success, Some(Duration::from_millis(40)));
             for _ in 0..50 {
-                assert_eq!(lb.pick(&Context::new()).unwrap().backend().id(), winner);
+                assert_eq!(lb.pick(&Context::new()).unwrap().id(), winner);
             }
         }
     }
@@ -454,7 +454,7 @@ mod tests {
             let lb =
                 Balancer::new(PowerOfTwoChoices::from_seed(seed), weighted(&[1, 2, 3, 4])).unwrap();
             (0..200)
-                .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
+                .map(|_| lb.pick(&Context::new()).unwrap().id().to_owned())
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(11), run(11));
@@ -464,7 +464,7 @@ mod tests {
     #[test]
     fn a_single_backend_is_picked_while_available() {
         let lb = Balancer::new(PowerOfTwoChoices::new(), weighted(&[1])).unwrap();
-        assert_eq!(lb.pick(&Context::new()).unwrap().backend().id(), "b0");
+        assert_eq!(lb.pick(&Context::new()).unwrap().id(), "b0");
         lb.set_admin_state("b0", Some(AdminState::Down)).unwrap();
         assert!(lb.pick(&Context::new()).is_err());
     }

@@ -146,7 +146,7 @@ fn below(r: u64, n: u64) -> u64 {
 ///
 /// let lb = Balancer::new(Random::from_seed(7), [Backend::new("a").weight(3), Backend::new("b")])?;
 /// let picked = lb.pick(&Context::new())?;
-/// assert!(["a", "b"].contains(&picked.backend().id()));
+/// assert!(["a", "b"].contains(&picked.id()));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -378,7 +378,7 @@ pub(crate) mod tests {
         let mut counts = vec![0; backends.len()];
         for _ in 0..picks {
             let pick = lb.pick(ctx).expect("a backend is available");
-            counts[position[pick.backend().id()]] += 1;
+            counts[position[pick.id()]] += 1;
         }
         counts
     }
@@ -488,7 +488,7 @@ pub(crate) mod tests {
             for _ in 0..20 {
                 match lb.pick(&ctx) {
                     Ok(p) => {
-                        let i = backends.iter().position(|b| b.id() == p.backend().id()).unwrap();
+                        let i = backends.iter().position(|b| b.id() == p.id()).unwrap();
                         prop_assert!(conditions[i].available(), "picked {:?}", conditions[i]);
                     }
                     Err(PickError::NoneAvailable { .. }) => prop_assert!(!any),
@@ -573,7 +573,7 @@ pub(crate) mod tests {
         let run = |seed| {
             let lb = Balancer::new(Random::from_seed(seed), weighted(&[3, 1, 4, 1, 5])).unwrap();
             (0..200)
-                .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
+                .map(|_| lb.pick(&Context::new()).unwrap().id().to_owned())
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(9), run(9));

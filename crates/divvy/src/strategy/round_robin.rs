@@ -79,7 +79,7 @@ mod tests {
         )
         .unwrap();
         let seq: String = (0..6)
-            .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
+            .map(|_| lb.pick(&Context::new()).unwrap().id().to_owned())
             .collect();
         assert_eq!(seq, "abcabc");
     }
@@ -89,7 +89,7 @@ mod tests {
         let lb = Balancer::new(RoundRobin::new(), ["a", "b", "c"].map(Backend::new)).unwrap();
         lb.set_admin_state("b", Some(AdminState::Down)).unwrap();
         let seq: String = (0..6)
-            .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
+            .map(|_| lb.pick(&Context::new()).unwrap().id().to_owned())
             .collect();
         // b's turn passes to the next turn: the rotation stays even over a and c, rather than
         // c taking both its own turns and b's.
@@ -118,8 +118,8 @@ mod tests {
             for _ in 0..n {
                 match lb.pick(&Context::new()) {
                     Ok(p) => {
-                        prop_assert!(up.iter().any(|s| s.as_str() == p.backend().id()));
-                        seen.insert(p.backend().id().to_owned());
+                        prop_assert!(up.iter().any(|s| s.as_str() == p.id()));
+                        seen.insert(p.id().to_owned());
                     }
                     Err(_) => prop_assert!(up.is_empty()),
                 }

@@ -53,7 +53,7 @@ const SCHEDULE_LIMIT: usize = 1 << 31;
 ///     WeightedRoundRobin::new(),
 ///     vec![Backend::new("a").weight(5), Backend::new("b"), Backend::new("c")],
 /// )?;
-/// let picks: String = (0..7).map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned()).collect();
+/// let picks: String = (0..7).map(|_| lb.pick(&Context::new()).unwrap().id().to_owned()).collect();
 /// assert_eq!(picks, "aabacaa");
 /// # Ok::<(), divvy::UpdateError>(())
 /// ```
@@ -575,7 +575,7 @@ pub(crate) mod tests {
     }
 
     fn index(pick: &crate::Pick) -> usize {
-        pick.backend().id()[1..].parse().unwrap()
+        pick.id()[1..].parse().unwrap()
     }
 
     fn picks<S: Strategy>(lb: &Balancer<S>, n: usize) -> Vec<usize> {
@@ -611,7 +611,7 @@ pub(crate) mod tests {
         )
         .unwrap();
         let seq: String = (0..14)
-            .map(|_| lb.pick(&Context::new()).unwrap().backend().id().to_owned())
+            .map(|_| lb.pick(&Context::new()).unwrap().id().to_owned())
             .collect();
         // The sequence nginx's documentation of the smooth algorithm gives for 5, 1, 1.
         assert_eq!(seq, "aabacaaaabacaa");

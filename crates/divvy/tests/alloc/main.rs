@@ -67,9 +67,7 @@ fn assert_no_allocation<S: Strategy>(strategy: S) {
                 .zone("z");
             let held = lb.pick(&ctx).unwrap();
             lb.pick(&ctx.exclude(&excluded)).unwrap().success();
-            lb.pick(&ctx.sticky(held.backend().key()))
-                .unwrap()
-                .failure();
+            lb.pick(&ctx.sticky(held.key())).unwrap().failure();
             drop(held);
         }
     };

@@ -72,7 +72,7 @@ fn a_rejected_update_leaves_the_previous_set_serving() {
     drop(held);
     for _ in 0..4 {
         let p = lb.pick(&Context::new()).unwrap();
-        assert!(ok_set().iter().any(|b| b.id() == p.backend().id()));
+        assert!(ok_set().iter().any(|b| b.id() == p.id()));
     }
 }
 
