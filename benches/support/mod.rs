@@ -147,13 +147,15 @@ pub fn each_strategy(v: &mut impl Visit) {
     v.visit("Maglev bounded", SetKind::Flat, &|| {
         Maglev::new().bounded_load(BOUND)
     });
-    v.visit("Random", SetKind::Flat, &|| Random::from_seed(7));
-    v.visit("PowerOfTwoChoices", SetKind::Flat, &|| {
-        PowerOfTwoChoices::from_seed(7)
-    });
-    v.visit("PowerOfTwoChoices::peak_ewma", SetKind::Flat, &|| {
-        PowerOfTwoChoices::peak_ewma().seed(7)
-    });
+    // OS-seeded, as users build them: their random streams are per thread. A seeded stream
+    // (`from_seed`, for reproducible tests) shares one atomic counter between threads instead.
+    v.visit("Random", SetKind::Flat, &Random::new);
+    v.visit("PowerOfTwoChoices", SetKind::Flat, &PowerOfTwoChoices::new);
+    v.visit(
+        "PowerOfTwoChoices::peak_ewma",
+        SetKind::Flat,
+        &PowerOfTwoChoices::peak_ewma,
+    );
     v.visit("Failover(WeightedRoundRobin)", SetKind::Tiered, &|| {
         Failover::new(WeightedRoundRobin::new())
     });
