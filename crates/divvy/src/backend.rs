@@ -151,7 +151,10 @@ impl Backend {
     }
 
     /// Limits requests in flight to this backend, as nginx's `max_conns`: at the limit the backend
-    /// is skipped as if unavailable. Default is no limit.
+    /// is skipped as if unavailable (1..=2²²). The limit is checked before the request is counted,
+    /// so picks racing on several threads may overshoot it by at most the number of racers, as
+    /// nginx workers sharing a zone can. Default is no limit (divvy still refuses a pick beyond 2²²
+    /// requests in flight to one backend).
     #[must_use]
     pub fn max_in_flight(mut self, limit: u32) -> Self {
         self.max_in_flight = Some(limit);

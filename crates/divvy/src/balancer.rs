@@ -192,12 +192,18 @@ impl<S: Strategy> Balancer<S> {
         if let Some(key) = ctx.get_sticky() {
             if let Some(&i) = snap.by_key.get(&key) {
                 if view.is_available_pinned(i as usize) {
-                    return Ok(self.grant(&snap.members[i as usize]));
+                    if let Some(pick) = self.grant(&snap.members[i as usize]) {
+                        return Ok(pick);
+                    }
                 }
             }
         }
         match shared.strategy.pick(&snap.prepared, ctx, &view) {
-            Some(i) => Ok(self.grant(&snap.members[i])),
+            Some(i) => self
+                .grant(&snap.members[i])
+                .ok_or(PickError::NoneAvailable {
+                    total: snap.members.len(),
+                }),
             None => Err(PickError::NoneAvailable {
                 total: snap.members.len(),
             }),
@@ -205,16 +211,16 @@ impl<S: Strategy> Balancer<S> {
     }
 
     #[inline]
-    fn grant(&self, member: &Member) -> Pick {
+    fn grant(&self, member: &Member) -> Option<Pick> {
         let live = &member.live;
-        let in_flight = live.begin();
+        let in_flight = live.begin()?;
         if live.flags.load(Relaxed) & (flag::HAS_FAILS | flag::EJECTED) != 0 {
             live.registry.on_picked(live);
         }
         if self.shared.tracks_total {
             self.shared.registry.total_in_flight.fetch_add(1, Relaxed);
         }
-        Pick::new(in_flight, self.shared.tracks_total)
+        Some(Pick::new(in_flight, self.shared.tracks_total))
     }
 
     /// Replaces the backend set. The new set is validated as a whole and prepared by the strategy
@@ -433,8 +439,15 @@ pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
                 tier: b.get_tier(),
             });
         }
-        if b.get_max_in_flight() == Some(0) {
-            return Err(UpdateError::ZeroMaxInFlight { id: id.clone() });
+        match b.get_max_in_flight() {
+            Some(0) => return Err(UpdateError::ZeroMaxInFlight { id: id.clone() }),
+            Some(m) if u64::from(m) > crate::live::IN_FLIGHT_LIMIT => {
+                return Err(UpdateError::MaxInFlightTooLarge {
+                    id: id.clone(),
+                    max_in_flight: m,
+                })
+            }
+            _ => {}
         }
     }
     Ok(())

@@ -55,6 +55,14 @@ pub enum UpdateError {
         /// The backend.
         id: Arc<str>,
     },
+    /// An in-flight limit above what divvy counts per backend (2²², about 4 million).
+    #[error("backend `{id}`: max_in_flight {max_in_flight} exceeds the maximum of 4194304")]
+    MaxInFlightTooLarge {
+        /// The backend.
+        id: Arc<str>,
+        /// The limit given.
+        max_in_flight: u32,
+    },
     /// The strategy cannot serve this set (for example a Maglev table smaller than the set).
     #[error("strategy {strategy}: {reason}")]
     Strategy {

@@ -27,6 +27,16 @@ const HELD: u64 = 1 << 23;
 const LIFE_MASK: u64 = (1 << 24) - 1;
 const PICKS_SHIFT: u32 = 24;
 pub(crate) const PICK_ONE: u64 = 1 | (1 << PICKS_SHIFT);
+/// The most requests one backend may have in flight: half the field, so that even 2²² threads
+/// racing past the check at once cannot carry into `HELD` (the headroom argument of `Arc`'s
+/// `MAX_REFCOUNT`). A pick beyond it is refused rather than corrupting the count.
+pub(crate) const IN_FLIGHT_LIMIT: u64 = 1 << 22;
+
+// The last holder or request may free a `Live` on any thread.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Live>();
+};
 
 /// Flag bits. Zero means "up and healthy": the common case costs one load and one compare.
 pub(crate) mod flag {
@@ -189,7 +199,8 @@ pub(crate) struct LiveRef {
     ptr: NonNull<Live>,
 }
 
-// SAFETY: `Live` is `Send + Sync` (atomics, locks and `Arc`s), and `LiveRef` only hands out `&Live`.
+// SAFETY: `Live` is `Send + Sync` (checked at compile time above): `LiveRef` hands out `&Live`
+// and its last drop may free the `Live` on any thread.
 unsafe impl Send for LiveRef {}
 // SAFETY: as above.
 unsafe impl Sync for LiveRef {}
@@ -213,12 +224,23 @@ impl Drop for LiveRef {
 
 impl LiveRef {
     /// Counts a request in flight; the returned handle keeps the state alive until it drops.
+    /// `None` when the backend already has `IN_FLIGHT_LIMIT` requests in flight.
     #[inline]
-    pub(crate) fn begin(&self) -> InFlight {
-        self.load.fetch_add(PICK_ONE, Relaxed);
+    pub(crate) fn begin(&self) -> Option<InFlight> {
+        let prev = self.load.fetch_add(PICK_ONE, Relaxed);
+        if prev & IN_FLIGHT_MASK >= IN_FLIGHT_LIMIT {
+            return self.refuse();
+        }
         // The handle keeps the pointer `Live::create` made (not one derived from `&self`), so the
         // last release may free through it.
-        InFlight { ptr: self.ptr }
+        Some(InFlight { ptr: self.ptr })
+    }
+
+    #[cold]
+    fn refuse(&self) -> Option<InFlight> {
+        // Undo the whole add. This holder keeps `HELD` set, so this is never the last unit.
+        self.load.fetch_sub(PICK_ONE, Relaxed);
+        None
     }
 }
 
@@ -251,7 +273,7 @@ unsafe impl Sync for InFlight {}
 impl Drop for InFlight {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: this request's unit was added by `Live::begin` and is released once, here.
+        // SAFETY: this request's unit was added by `LiveRef::begin` and is released once, here.
         unsafe { Live::release(self.ptr, 1) };
     }
 }
@@ -311,6 +333,25 @@ mod tests {
         picks.pop().unwrap().success();
         assert_eq!(picks[0].in_flight(), 2);
         drop(picks);
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "millions of picks")]
+    fn past_the_in_flight_limit_a_pick_is_refused_and_nothing_is_corrupted() {
+        let lb = Balancer::new(RoundRobin::new(), [Backend::new("a")]).unwrap();
+        for _ in 0..super::IN_FLIGHT_LIMIT {
+            // Leaking a guard is safe Rust: the count must stay sound anyway.
+            std::mem::forget(lb.pick(&Context::new()).unwrap());
+        }
+        assert_eq!(
+            lb.pick(&Context::new()).unwrap_err(),
+            crate::PickError::NoneAvailable { total: 1 }
+        );
+        let live = lb.live("a").unwrap();
+        assert_eq!(u64::from(live.in_flight()), super::IN_FLIGHT_LIMIT);
+        assert_eq!(live.load.load(Relaxed) & super::HELD, super::HELD);
+        drop(live);
+        drop(lb); // the leaked requests keep the state allocated: leaked, never freed twice
     }
 
     #[test]

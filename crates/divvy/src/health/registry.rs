@@ -107,7 +107,7 @@ pub struct BackendStats {
     pub available: bool,
     /// Requests in flight.
     pub in_flight: u32,
-    /// Picks since the backend joined (wraps at 2^40).
+    /// Picks since the backend joined, modulo 2⁴⁰ (a counter that resets, for monitoring).
     pub picks: u64,
     /// Outcomes reported as success.
     pub successes: u64,

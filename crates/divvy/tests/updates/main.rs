@@ -51,6 +51,14 @@ fn every_invalid_set_is_a_typed_error_naming_the_backend() {
             UpdateError::ZeroMaxInFlight { id: "a".into() },
             "backend `a`: max_in_flight 0 is invalid (omit it for no limit)",
         ),
+        (
+            vec![Backend::new("a").max_in_flight(5_000_000)],
+            UpdateError::MaxInFlightTooLarge {
+                id: "a".into(),
+                max_in_flight: 5_000_000,
+            },
+            "backend `a`: max_in_flight 5000000 exceeds the maximum of 4194304",
+        ),
     ];
     for (set, error, message) in cases {
         let got = divvy::validate(&set).unwrap_err();
