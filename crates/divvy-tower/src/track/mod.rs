@@ -33,7 +33,7 @@ pub trait Track<Req, Res> {
     /// The response the balanced service returns.
     type Response;
 
-    /// The [`Backend::key`]s this request must not be sent to (the ones already tried).
+    /// The [`Backend::key`](divvy::Backend::key)s this request must not be sent to (the ones already tried).
     fn exclude<'r>(&self, request: &'r Req) -> &'r [u64];
 
     /// Attaches `completion` to `response`; the request ends when `completion` is dropped.
