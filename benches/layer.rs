@@ -6,8 +6,7 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
@@ -18,25 +17,8 @@ use divvy::strategy::RoundRobin;
 use divvy::{Backend, Balancer, Outcome};
 use divvy_tower::track::Opaque;
 use divvy_tower::Balance;
+use support::Echo;
 use tower::Service;
-
-/// The mock endpoint: always ready, answers at once.
-#[derive(Clone, Copy, Debug)]
-struct Echo;
-
-impl Service<u32> for Echo {
-    type Response = u32;
-    type Error = Infallible;
-    type Future = Ready<Result<u32, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: u32) -> Self::Future {
-        ready(Ok(req))
-    }
-}
 
 /// `poll_ready`, `call`, and the response polled to completion: one request.
 #[inline]

@@ -7,8 +7,7 @@
 
 mod support;
 
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -18,7 +17,9 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use divvy::{Backend, Balancer, Context, Strategy};
-use support::{each_strategy, on_threads, pick_sizes, Requests, SetKind, Visit, CONTEXTS, THREADS};
+use support::{
+    each_strategy, on_threads, pick_sizes, Echo, Requests, SetKind, Visit, CONTEXTS, THREADS,
+};
 use tower::balance::p2c::Balance as TowerP2c;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
@@ -88,24 +89,6 @@ fn divvy_picks(c: &mut Criterion) {
 }
 
 // === Baselines ===
-
-/// The mock endpoint tower balances over: always ready, answers at once.
-#[derive(Clone, Copy, Debug)]
-struct Echo;
-
-impl Service<u32> for Echo {
-    type Response = u32;
-    type Error = Infallible;
-    type Future = Ready<Result<u32, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: u32) -> Self::Future {
-        ready(Ok(req))
-    }
-}
 
 fn baselines(c: &mut Criterion) {
     for n in pick_sizes() {

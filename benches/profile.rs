@@ -18,8 +18,7 @@ mod support;
 use std::hint::black_box;
 use std::time::Instant;
 
-use std::convert::Infallible;
-use std::future::{ready, Future, Ready};
+use std::future::Future;
 use std::pin::pin;
 use std::task::{Context as TaskContext, Poll, Waker};
 
@@ -27,7 +26,7 @@ use divvy::strategy::RoundRobin;
 use divvy::{Backend, Balancer, Outcome, Strategy};
 use divvy_tower::track::Opaque;
 use divvy_tower::Balance;
-use support::{each_strategy, Requests, SetKind, Visit, CONTEXTS};
+use support::{each_strategy, Echo, Requests, SetKind, Visit, CONTEXTS};
 use tower::Service;
 
 struct Args {
@@ -81,24 +80,6 @@ fn parse() -> Option<Args> {
         picker,
         picks,
     })
-}
-
-/// The mock endpoint of the `layer` bench.
-#[derive(Clone, Copy, Debug)]
-struct Echo;
-
-impl Service<u32> for Echo {
-    type Response = u32;
-    type Error = Infallible;
-    type Future = Ready<Result<u32, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: u32) -> Self::Future {
-        ready(Ok(req))
-    }
 }
 
 fn layer(args: &Args) {

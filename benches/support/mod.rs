@@ -229,3 +229,24 @@ where
             .unwrap_or_default()
     })
 }
+
+/// The mock endpoint the tower benches call: always ready, answers at once with its request.
+#[derive(Clone, Copy, Debug)]
+pub struct Echo;
+
+impl tower::Service<u32> for Echo {
+    type Response = u32;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<Result<u32, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u32) -> Self::Future {
+        std::future::ready(Ok(req))
+    }
+}
