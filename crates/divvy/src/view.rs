@@ -184,6 +184,14 @@ impl<'a> View<'a> {
         }
     }
 
+    /// Backend `i`'s weight after slow start in 1/1024ths of a weight unit (at least 1): the
+    /// integer form of `weight × slow_start_factor` for comparisons and tie-breaks that must
+    /// see even a weight-1 backend ramp. Outside slow start it is exactly `weight × 1024`.
+    #[inline]
+    pub fn weight_1024ths(&self, i: usize) -> u64 {
+        ((f64::from(self.weight(i)) * self.slow_start_factor(i) * 1024.0) as u64).max(1)
+    }
+
     /// Whether any backend in view is in slow start (so effective weights differ from weights).
     pub fn any_slow_start(&self) -> bool {
         (0..self.len()).any(|i| self.member(i).live.flags.load(Relaxed) & flag::SLOW_START != 0)

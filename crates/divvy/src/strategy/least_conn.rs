@@ -159,27 +159,20 @@ impl Strategy for LeastConnections {
     }
 }
 
-/// In flight and weight of backend `i`, widened so that their cross products cannot overflow
-/// (in flight < 2²⁴, weight ≤ 10,000). During slow start the weight is scaled by the unrounded
-/// slow-start factor in 1/1024ths, so even a backend of weight 1 ramps; otherwise the plain
-/// weight is used, exactly nginx's comparison.
+/// In flight and weight of backend `i`, both in 1/1024ths, so that slow start's unrounded factor
+/// ramps even a backend of weight 1. Scaling every backend's pair alike leaves nginx's ratio
+/// comparison unchanged outside slow start; the cross products stay below 2⁵⁷ (in flight < 2²³,
+/// weight ≤ 10,000).
 #[inline]
 fn load(view: &View<'_>, i: usize) -> (u64, u64) {
-    let in_flight = u64::from(view.in_flight(i));
-    let factor = view.slow_start_factor(i);
-    if factor >= 1.0 {
-        return (in_flight, u64::from(view.weight(i)));
-    }
-    // Compare in 1/1024ths of a weight unit: scale the in-flight side to match.
-    let weight = (f64::from(view.weight(i)) * factor * 1024.0) as u64;
-    (in_flight * 1024, weight.max(1))
+    (u64::from(view.in_flight(i)) * 1024, view.weight_1024ths(i))
 }
 
 /// The tie-break weight of backend `i` in 1/1024ths, slow start included. Every tied backend is
 /// measured in the same unit, and scaling all weights alike leaves the smooth sequence unchanged.
 #[inline]
 fn tie_weight(view: &View<'_>, i: usize) -> i64 {
-    ((f64::from(view.weight(i)) * view.slow_start_factor(i) * 1024.0) as i64).max(1)
+    view.weight_1024ths(i) as i64
 }
 
 #[cfg(test)]

@@ -181,11 +181,10 @@ impl PowerOfTwoChoices {
             Ordering::Greater => j,
             Ordering::Equal => {
                 // In 1/1024ths of a weight unit, so that slow start shows even at weight 1.
-                let scaled = |k: usize| {
-                    ((f64::from(view.weight(k)) * view.slow_start_factor(k) * 1024.0) as usize)
-                        .max(1)
-                };
-                let (wi, wj) = (scaled(i), scaled(j));
+                let (wi, wj) = (
+                    view.weight_1024ths(i) as usize,
+                    view.weight_1024ths(j) as usize,
+                );
                 if split(coin, wi + wj).0 < wi {
                     i
                 } else {
