@@ -12,7 +12,7 @@ use crate::strategy::weighted::{checked_weights, Indices};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
-const NAME: &str = "ip-hash";
+const NAME: &str = "ip_hash";
 
 /// nginx's hash runs modulo this prime, so it only ever takes `MODULUS` values: the strategy
 /// tabulates the backend for each of them.

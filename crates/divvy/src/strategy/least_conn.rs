@@ -10,7 +10,7 @@ use crate::strategy::weighted::checked_weights;
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
-const NAME: &str = "least-connections";
+const NAME: &str = "least_conn";
 
 /// nginx's `least_conn`: the available backend with the fewest requests in flight per unit of
 /// weight; among several tied at that minimum, smooth weighted round robin over the tied ones.

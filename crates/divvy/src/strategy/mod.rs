@@ -54,6 +54,7 @@ use crate::error::UpdateError;
 use crate::view::View;
 
 mod bounded;
+mod boxed;
 mod failover;
 mod ip_hash;
 mod ketama;
@@ -62,8 +63,10 @@ mod maglev;
 mod p2c;
 mod random;
 mod round_robin;
+mod spec;
 mod weighted;
 
+pub use boxed::{BoxPrepared, BoxStrategy};
 pub use failover::Failover;
 pub use ip_hash::{IpHash, Placement};
 pub use ketama::Ketama;
@@ -72,6 +75,7 @@ pub use maglev::Maglev;
 pub use p2c::{Cost, PowerOfTwoChoices};
 pub use random::Random;
 pub use round_robin::RoundRobin;
+pub use spec::{FailoverMode, ParseStrategyError, StrategyKind, StrategySpec};
 pub use weighted::{Schedule, WeightedRoundRobin};
 
 /// A load-balancing strategy. See the [module docs](self) for the contract and an example.

@@ -215,7 +215,7 @@ impl Strategy for PowerOfTwoChoices {
 
     fn name(&self) -> &'static str {
         if self.peak_ewma {
-            "p2c-peak-ewma"
+            "p2c_ewma"
         } else {
             "p2c"
         }

@@ -31,7 +31,7 @@ impl Strategy for RoundRobin {
     type Prepared = Cursor;
 
     fn name(&self) -> &'static str {
-        "round-robin"
+        "round_robin"
     }
 
     fn prepare(&self, _backends: &[Backend]) -> Result<Cursor, UpdateError> {

@@ -17,7 +17,7 @@ use crate::hash::{mix64, reduce};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
-const NAME: &str = "weighted-round-robin";
+const NAME: &str = "weighted_round_robin";
 
 /// How many pseudo-random schedule positions a pick tries after its scheduled backend turned out
 /// unavailable, before it scans. With half the weight unavailable, a scan is needed once in 256
