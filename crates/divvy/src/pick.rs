@@ -4,7 +4,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,13 +24,21 @@ pub enum Outcome {
 /// A chosen backend. While the guard lives the request counts as in flight to that backend; drop
 /// it when the request ends (for a streamed response: when the body ends).
 ///
-/// Report how the request went with [`success`](Self::success), [`failure`](Self::failure) or
-/// [`record`](Self::record); those feed passive health, outcome counters and the latency EWMA. A
-/// guard dropped without an outcome (a request the client cancelled, say) leaves health untouched.
+/// Report how the request went with [`success`](Self::success), [`failure`](Self::failure),
+/// [`record`](Self::record) or [`report`](Self::report); those feed passive health, outcome
+/// counters and the latency EWMA. A guard dropped without an outcome (a request the client
+/// cancelled, say) leaves health untouched.
+///
+/// A pick records **one** outcome: the first report wins and later ones are ignored (`report`
+/// returns false). So an adapter that reports the head's outcome early and then sees the body
+/// fail cannot count one request as both a success and a failure.
 #[must_use = "the request counts as in flight until the Pick is dropped"]
 pub struct Pick {
     live: InFlight,
     counted_total: bool,
+    /// Set by the first report. Atomic, not a `Cell`, so the guard stays `Sync` (bodies that
+    /// carry it often must be), and a report is rare next to a pick.
+    reported: AtomicBool,
 }
 
 impl Pick {
@@ -39,6 +47,7 @@ impl Pick {
         Pick {
             live,
             counted_total,
+            reported: AtomicBool::new(false),
         }
     }
 
@@ -100,7 +109,13 @@ impl Pick {
 
     /// Reports the outcome without ending the request (the guard still counts it in flight until
     /// dropped). For adapters that learn the outcome before the response body ends.
-    pub fn report(&self, outcome: Outcome, latency: Option<Duration>) {
+    ///
+    /// Returns whether this report was recorded: only the pick's first report is, so a failure
+    /// reported after a success (or the reverse) changes nothing.
+    pub fn report(&self, outcome: Outcome, latency: Option<Duration>) -> bool {
+        if self.reported.swap(true, Relaxed) {
+            return false;
+        }
         let live = &*self.live;
         let registry = &live.registry;
         if let Some(latency) = latency {
@@ -112,6 +127,12 @@ impl Pick {
             );
         }
         registry.on_outcome(live, outcome == Outcome::Success);
+        true
+    }
+
+    /// Whether an outcome has been recorded for this pick.
+    pub fn is_reported(&self) -> bool {
+        self.reported.load(Relaxed)
     }
 }
 
@@ -149,5 +170,65 @@ impl Deref for BackendRef<'_> {
 impl fmt::Debug for BackendRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         (**self).fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::RoundRobin;
+    use crate::{Balancer, Context, HealthConfig, HealthState, ManualClock};
+
+    /// One backend under nginx's defaults (`max_fails=1 fail_timeout=10s`), no panic routing.
+    fn one_backend() -> Balancer<RoundRobin> {
+        let mut b = Balancer::builder(RoundRobin::new());
+        b.health(
+            HealthConfig::builder()
+                .max_fails(1)
+                .panic_threshold(0)
+                .build(),
+        )
+        .clock(ManualClock::new());
+        b.build([Backend::new("a")]).unwrap()
+    }
+
+    fn counts(lb: &Balancer<RoundRobin>) -> (u64, u64) {
+        let s = &lb.stats()[0];
+        (s.successes, s.failures)
+    }
+
+    #[test]
+    fn a_failure_reported_after_a_success_records_nothing() {
+        let lb = one_backend();
+        let pick = lb.pick(&Context::new()).unwrap();
+        assert!(pick.report(Outcome::Success, None));
+        assert!(pick.is_reported());
+        // What a body error after a 200 head did before: record the same request again.
+        assert!(!pick.report(Outcome::Failure, None));
+        pick.failure();
+        assert_eq!(counts(&lb), (1, 0));
+        // Under max_fails=1 a counted failure would have taken the only backend out.
+        assert_eq!(lb.health("a"), Ok(HealthState::Healthy));
+        assert!(lb.pick(&Context::new()).is_ok());
+    }
+
+    #[test]
+    fn a_success_reported_after_a_failure_does_not_undo_it() {
+        let lb = one_backend();
+        let pick = lb.pick(&Context::new()).unwrap();
+        assert!(pick.report(Outcome::Failure, None));
+        pick.record(Outcome::Success, Some(Duration::from_millis(5)));
+        assert_eq!(counts(&lb), (0, 1));
+        assert_eq!(lb.health("a"), Ok(HealthState::Ejected));
+        assert_eq!(lb.stats()[0].latency_ewma, None);
+    }
+
+    #[test]
+    fn a_pick_without_a_report_is_not_reported() {
+        let lb = one_backend();
+        let pick = lb.pick(&Context::new()).unwrap();
+        assert!(!pick.is_reported());
+        drop(pick);
+        assert_eq!(counts(&lb), (0, 0));
     }
 }
