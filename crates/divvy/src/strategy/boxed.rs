@@ -16,7 +16,7 @@ use crate::view::View;
 /// can run any strategy, chosen at run time (from a name, see [`StrategySpec`](super::StrategySpec)).
 ///
 /// ```
-/// use divvy::{Backend, Balancer, Context};
+/// use divvy::{Backend, Balancer, Context, Strategy};
 /// use divvy::strategy::{BoxStrategy, LeastConnections, RoundRobin};
 ///
 /// let fair = true;

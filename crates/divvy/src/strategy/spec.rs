@@ -138,7 +138,7 @@ impl FailoverMode {
 /// [`Display`] prints the canonical form (defaults left out), which parses back to an equal spec.
 ///
 /// ```
-/// use divvy::{Backend, Balancer, Context};
+/// use divvy::{Backend, Balancer, Context, Strategy};
 /// use divvy::strategy::StrategySpec;
 ///
 /// let spec: StrategySpec = "maglev bounded_load=1.25".parse()?;
