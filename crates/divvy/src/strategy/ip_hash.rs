@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::hash::{mix64, reduce, xxh3};
-use crate::strategy::weighted::{checked_weights, Indices};
+use crate::hash::{mix64, xxh3};
+use crate::strategy::support::{checked_weights, reduce, Indices, GAMMA};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
@@ -21,9 +21,6 @@ const MODULUS: u32 = 6271;
 /// nginx gives up hashing after this many unusable peers (`if (++iphp->tries > 20)`), so at
 /// most 21 addresses in the chain are tried.
 const MAX_TRIES: u32 = 20;
-
-/// The SplitMix64 increment, to step a 64-bit hash to the next in its chain.
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// nginx's `ip_hash`: the client address chooses the backend, so a client keeps its backend for
 /// as long as that backend is available, with nginx's exact arithmetic.
@@ -273,7 +270,7 @@ fn hash_chain(p: &Placement, mut h: u64, view: &View<'_>) -> Option<usize> {
         if view.is_available(i) {
             return Some(i);
         }
-        h = mix64(h.wrapping_add(GOLDEN));
+        h = mix64(h.wrapping_add(GAMMA));
         i = p.place(h);
     }
     if view.is_available(i) {

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::strategy::weighted::checked_weights;
+use crate::strategy::support::checked_weights;
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 

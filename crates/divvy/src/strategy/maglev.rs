@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::hash::{mix64, reduce, xxh3, xxh3_seeded};
+use crate::hash::{mix64, xxh3, xxh3_seeded};
 use crate::strategy::bounded::{scan_with_room, LoadFactor, Room};
+use crate::strategy::support::{reduce, GAMMA};
 use crate::strategy::Strategy;
 use crate::view::View;
 
@@ -23,9 +24,6 @@ const SKIP_SEED: u64 = 0x6d61_676c_6576_2d32; // "maglev-2"
 
 /// How many further slots a pick tries, after the key's own, before scanning the backends.
 const REHASHES: u64 = 8;
-
-/// SplitMix64's increment: the rehash sequence is the SplitMix64 stream seeded with the key's hash.
-const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Consistent hashing with a Maglev lookup table: every key maps to one of `M` slots and each slot
 /// names a backend. Compared with a ring, a pick is one hash and one table read whatever the number

@@ -64,6 +64,7 @@ mod p2c;
 mod random;
 mod round_robin;
 mod spec;
+mod support;
 mod weighted;
 
 pub use boxed::{BoxPrepared, BoxStrategy};
@@ -76,6 +77,7 @@ pub use p2c::{Cost, PowerOfTwoChoices};
 pub use random::Random;
 pub use round_robin::RoundRobin;
 pub use spec::{FailoverMode, ParseStrategyError, StrategyKind, StrategySpec};
+pub(crate) use support::scan_from;
 pub use weighted::{Schedule, WeightedRoundRobin};
 
 /// A load-balancing strategy. See the [module docs](self) for the contract and an example.
@@ -100,22 +102,4 @@ pub trait Strategy: Send + Sync + 'static {
     fn tracks_total_in_flight(&self) -> bool {
         false
     }
-}
-
-/// Returns the first available index scanning from `start` (wrapping), trying at most every index
-/// once. The fallback most strategies share when their first choice is unavailable.
-#[inline]
-pub(crate) fn scan_from(view: &View<'_>, start: usize) -> Option<usize> {
-    let n = view.len();
-    let mut i = start;
-    for _ in 0..n {
-        if view.is_available(i) {
-            return Some(i);
-        }
-        i += 1;
-        if i == n {
-            i = 0;
-        }
-    }
-    None
 }

@@ -7,8 +7,7 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::hash::reduce;
-use crate::strategy::random::{split, Stream};
+use crate::strategy::support::{reduce, split, Stream};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 

@@ -1,124 +1,15 @@
-//! Weighted random choice, and the random stream every randomised strategy draws from.
-
-use std::cell::Cell;
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+//! Weighted random choice.
 
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::hash::mix64;
+use crate::strategy::support::{below, split, Stream};
 use crate::strategy::Strategy;
 use crate::view::View;
 
 /// Draws before a pick stops sampling and walks the set. With a fraction `f` of the weight
 /// unavailable, the walk is needed with probability `f^8`: 0.4 % when half the weight is down.
 const DRAWS: usize = 8;
-
-// === impl Stream ===
-
-/// SplitMix64's increment: 2^64 divided by the golden ratio, odd, so the counter visits every
-/// 64-bit value before repeating.
-const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
-
-thread_local! {
-    /// The per-thread SplitMix64 counter of OS-seeded streams; 0 = not yet seeded.
-    static THREAD_STATE: Cell<u64> = const { Cell::new(0) };
-}
-
-/// Threads that seeded their state so far: makes each thread's stream distinct.
-static THREADS_SEEDED: AtomicU64 = AtomicU64::new(0);
-
-/// Where a randomised strategy draws its random numbers: SplitMix64 (Steele, Lea and Flood,
-/// OOPSLA 2014), a counter advanced by [`GAMMA`] and finalised by [`mix64`].
-///
-/// Measured on the development machine, a per-thread counter costs about 1.3 ns per draw and
-/// stays there with several threads, while one counter shared through an atomic costs about
-/// 7 ns alone and 20–35 ns once two threads contend for its cache line. So OS-seeded streams
-/// keep their state per thread, and only seeded streams, whose point is reproducibility, share
-/// one atomic counter: with a single thread, the same seed gives the same draws.
-pub(crate) enum Stream {
-    /// Per-thread state, first seeded from this seed (itself from OS randomness) and the
-    /// thread's ordinal.
-    Thread { seed: u64 },
-    /// One counter shared by every thread.
-    Seeded(AtomicU64),
-}
-
-impl Stream {
-    /// A stream seeded from OS randomness.
-    pub(crate) fn from_os() -> Self {
-        Stream::Thread {
-            seed: rand::random(),
-        }
-    }
-
-    /// A reproducible stream.
-    pub(crate) fn from_seed(seed: u64) -> Self {
-        Stream::Seeded(AtomicU64::new(seed))
-    }
-
-    /// The next uniformly distributed 64-bit value.
-    #[inline]
-    pub(crate) fn next_u64(&self) -> u64 {
-        match self {
-            Stream::Thread { seed } => THREAD_STATE
-                .try_with(|state| {
-                    let mut x = state.get();
-                    if x == 0 {
-                        x = first_state(*seed);
-                    }
-                    x = x.wrapping_add(GAMMA);
-                    state.set(x);
-                    mix64(x)
-                })
-                // Only during thread teardown (a pick from another thread-local's destructor).
-                .unwrap_or_else(|_| first_state(*seed)),
-            Stream::Seeded(counter) => mix64(counter.fetch_add(GAMMA, Relaxed).wrapping_add(GAMMA)),
-        }
-    }
-}
-
-#[cold]
-fn first_state(seed: u64) -> u64 {
-    let ordinal = THREADS_SEEDED.fetch_add(1, Relaxed);
-    // Never 0, which marks an unseeded thread.
-    mix64(seed ^ mix64(ordinal.wrapping_mul(GAMMA))) | 1
-}
-
-impl Clone for Stream {
-    /// A seeded stream's clone continues from the same point, independently of the original.
-    fn clone(&self) -> Self {
-        match self {
-            Stream::Thread { seed } => Stream::Thread { seed: *seed },
-            Stream::Seeded(counter) => Stream::Seeded(AtomicU64::new(counter.load(Relaxed))),
-        }
-    }
-}
-
-impl fmt::Debug for Stream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Stream::Thread { .. } => "Stream::Thread",
-            Stream::Seeded(_) => "Stream::Seeded",
-        })
-    }
-}
-
-/// Maps a uniform `r` to `0..n` by multiply-shift (Lemire) and returns the low word of the
-/// product too: given the index, it is still uniform (to within `n / 2^64`), so one draw serves
-/// a second decision.
-#[inline]
-pub(crate) fn split(r: u64, n: usize) -> (usize, u64) {
-    let m = u128::from(r) * n as u128;
-    ((m >> 64) as usize, m as u64)
-}
-
-/// `r` mapped uniformly to `0..n`.
-#[inline]
-fn below(r: u64, n: u64) -> u64 {
-    ((u128::from(r) * u128::from(n)) >> 64) as u64
-}
 
 // === impl Random ===
 
@@ -579,13 +470,5 @@ pub(crate) mod tests {
         assert_eq!(run(9), run(9));
         // 200 picks over five backends agree by chance with probability far below 10^-50.
         assert_ne!(run(9), run(10));
-    }
-
-    #[test]
-    fn split_maps_the_extremes_to_the_ends_of_the_range() {
-        for n in 1..50usize {
-            assert_eq!(split(0, n).0, 0);
-            assert_eq!(split(u64::MAX, n).0, n - 1);
-        }
     }
 }
