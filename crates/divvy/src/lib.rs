@@ -61,11 +61,12 @@ pub mod health;
 #[allow(unsafe_code)]
 mod live;
 mod pick;
+mod set;
 pub mod strategy;
 mod view;
 
 pub use backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
-pub use balancer::{validate, Balancer, BalancerBuilder, Picker};
+pub use balancer::{Balancer, BalancerBuilder, Picker};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;
 pub use error::{BackendError, PickError, UpdateError};
@@ -73,5 +74,6 @@ pub use health::{
     BackendStats, Cause, HealthConfig, HealthConfigBuilder, HealthEvent, HealthState,
 };
 pub use pick::{BackendRef, Outcome, Pick};
+pub use set::{validate, BackendSet};
 pub use strategy::Strategy;
 pub use view::View;

@@ -3,9 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
+use crate::set::BackendSet;
 use crate::strategy::{
     Failover, IpHash, Ketama, LeastConnections, Maglev, PowerOfTwoChoices, Random, RoundRobin,
     Strategy, WeightedRoundRobin,
@@ -95,7 +95,7 @@ impl Strategy for BoxStrategy {
         self.inner.name()
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<BoxPrepared, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<BoxPrepared, UpdateError> {
         Ok(BoxPrepared {
             inner: self.inner.prepare_dyn(backends)?,
         })
@@ -129,7 +129,7 @@ impl fmt::Debug for BoxPrepared {
 /// [`Strategy`] without its associated type: what a strategy declares, and a prepare that boxes.
 trait DynStrategy: Send + Sync + 'static {
     fn name(&self) -> &'static str;
-    fn prepare_dyn(&self, backends: &[Backend]) -> Result<Box<dyn DynPrepared>, UpdateError>;
+    fn prepare_dyn(&self, backends: &BackendSet<'_>) -> Result<Box<dyn DynPrepared>, UpdateError>;
     fn tracks_total_in_flight(&self) -> bool;
 }
 
@@ -152,7 +152,7 @@ impl<S: Strategy> DynStrategy for Erased<S> {
         self.0.name()
     }
 
-    fn prepare_dyn(&self, backends: &[Backend]) -> Result<Box<dyn DynPrepared>, UpdateError> {
+    fn prepare_dyn(&self, backends: &BackendSet<'_>) -> Result<Box<dyn DynPrepared>, UpdateError> {
         Ok(Box::new(ErasedPrepared {
             strategy: self.0.clone(),
             prepared: self.0.prepare(backends)?,
@@ -174,6 +174,7 @@ impl<S: Strategy> DynPrepared for ErasedPrepared<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
     use crate::balancer::Balancer;
 
     fn ids<S: Strategy>(lb: &Balancer<S>, n: usize) -> Vec<String> {

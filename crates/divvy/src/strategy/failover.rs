@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
+use crate::set::BackendSet;
 use crate::strategy::Strategy;
 use crate::view::View;
 
@@ -109,7 +110,8 @@ impl<S: Strategy> Failover<S> {
     ) -> Result<Group<S::Prepared>, UpdateError> {
         let members: Vec<Backend> = map.iter().map(|&i| backends[i as usize].clone()).collect();
         Ok(Group {
-            prepared: self.inner.prepare(&members)?,
+            // A non-empty part of a validated set is itself valid.
+            prepared: self.inner.prepare(&BackendSet::part_of_valid(&members))?,
             map: map.into_boxed_slice(),
         })
     }
@@ -184,7 +186,7 @@ impl<S: Strategy> Strategy for Failover<S> {
         "failover"
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<Self::Prepared, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Self::Prepared, UpdateError> {
         if self.inner.name() == self.name() {
             return Err(UpdateError::Strategy {
                 strategy: self.name(),
@@ -287,7 +289,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::error::PickError;
     use crate::health::HealthConfig;
-    use crate::strategy::random::tests::{
+    use crate::strategy::test_util::{
         assert_binomial, condition, count_picks, health, shares, Condition,
     };
     use crate::strategy::{Random, RoundRobin};

@@ -4,10 +4,10 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
 use crate::hash::{mix64, xxh3};
+use crate::set::BackendSet;
 use crate::strategy::support::{checked_weights, reduce, Indices, GAMMA};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
@@ -186,7 +186,7 @@ impl Strategy for IpHash {
         NAME
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<Placement, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Placement, UpdateError> {
         let weights = checked_weights(NAME, backends)?;
         Ok(Placement::new(&weights, !self.full))
     }
@@ -282,22 +282,12 @@ fn hash_chain(p: &Placement, mut h: u64, view: &View<'_>) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
+    use crate::strategy::test_util::{index, set};
     use crate::strategy::Strategy;
-    use crate::{AdminState, Balancer, Pick};
+    use crate::{AdminState, Balancer};
     use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    fn set(weights: &[u32]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Backend::new(format!("b{i}")).weight(w))
-            .collect()
-    }
-
-    fn index(pick: &Pick) -> usize {
-        pick.id()[1..].parse().unwrap()
-    }
 
     fn pick_for<S: Strategy>(lb: &Balancer<S>, ip: IpAddr) -> Option<usize> {
         lb.pick(&Context::new().client_ip(ip))
@@ -606,13 +596,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn a_zero_weight_given_directly_to_prepare_is_an_error() {
-        assert!(matches!(
-            IpHash::new().prepare(&[Backend::new("a"), Backend::new("z").weight(0)]),
-            Err(UpdateError::Strategy { strategy: NAME, .. })
-        ));
     }
 }

@@ -21,7 +21,7 @@
 //! # Writing a strategy
 //!
 //! ```
-//! use divvy::{Backend, Balancer, Context, Strategy, UpdateError, View};
+//! use divvy::{Backend, BackendSet, Balancer, Context, Strategy, UpdateError, View};
 //!
 //! /// Always the first available backend, in configuration order.
 //! #[derive(Debug)]
@@ -34,7 +34,7 @@
 //!         "first-available"
 //!     }
 //!
-//!     fn prepare(&self, _backends: &[Backend]) -> Result<(), UpdateError> {
+//!     fn prepare(&self, _backends: &BackendSet<'_>) -> Result<(), UpdateError> {
 //!         Ok(())
 //!     }
 //!
@@ -48,9 +48,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
+use crate::set::BackendSet;
 use crate::view::View;
 
 mod bounded;
@@ -65,6 +65,8 @@ mod random;
 mod round_robin;
 mod spec;
 mod support;
+#[cfg(test)]
+pub(crate) mod test_util;
 mod weighted;
 
 pub use boxed::{BoxPrepared, BoxStrategy};
@@ -88,10 +90,10 @@ pub trait Strategy: Send + Sync + 'static {
     /// A short name for errors and logs (`"maglev"`).
     fn name(&self) -> &'static str;
 
-    /// Builds the per-set state. `backends` is the validated set, in configuration order; it is
-    /// never empty. Runs off the pick path, before the set is published; an error rejects the set
+    /// Builds the per-set state. `backends` is the validated set, in configuration order (so it is
+    /// never empty, and every weight is at least 1: see [`BackendSet`]). Runs off the pick path, before the set is published; an error rejects the set
     /// and keeps the previous one serving.
-    fn prepare(&self, backends: &[Backend]) -> Result<Self::Prepared, UpdateError>;
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Self::Prepared, UpdateError>;
 
     /// Chooses an available backend: an index `i < view.len()` with `view.is_available(i)`, or
     /// `None` when there is none. Must not block, lock or allocate.

@@ -3,6 +3,7 @@
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
+use crate::set::BackendSet;
 use crate::strategy::support::{below, split, Stream};
 use crate::strategy::Strategy;
 use crate::view::View;
@@ -150,7 +151,7 @@ impl Strategy for Random {
         "random"
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<AliasTable, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<AliasTable, UpdateError> {
         if u32::try_from(backends.len()).is_err() {
             return Err(UpdateError::Strategy {
                 strategy: self.name(),
@@ -206,129 +207,16 @@ fn weighted_walk(view: &View<'_>, r: u64) -> Option<usize> {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use std::collections::HashMap;
     use std::time::Duration;
 
-    use proptest::prelude::{any, prop, prop_assert, prop_oneof, proptest, Just};
-    use proptest::strategy::Strategy as Generator;
+    use proptest::prelude::{prop, prop_assert, proptest};
 
     use super::*;
     use crate::backend::AdminState;
     use crate::balancer::Balancer;
     use crate::clock::ManualClock;
-    use crate::error::PickError;
     use crate::health::HealthConfig;
-
-    // === shared helpers for the strategy tests ===
-
-    /// Asserts each count is within 5 binomial standard deviations of `picks × p`: a correct
-    /// strategy fails a cell with probability below 10^-6, while a bias of a few percent of a
-    /// share fails at the sample sizes used here.
-    pub(crate) fn assert_binomial(counts: &[u64], probs: &[f64]) {
-        assert_eq!(counts.len(), probs.len());
-        let picks: u64 = counts.iter().sum();
-        let n = picks as f64;
-        for (k, (&c, &p)) in counts.iter().zip(probs).enumerate() {
-            let expected = n * p;
-            let tolerance = 5.0 * (n * p * (1.0 - p)).sqrt();
-            assert!(
-                (c as f64 - expected).abs() <= tolerance,
-                "backend {k}: {c} picks of {picks}, expected {expected:.0} ± {tolerance:.0} \
-                 (all counts {counts:?}, probabilities {probs:?})"
-            );
-        }
-    }
-
-    /// Probabilities proportional to `weights`.
-    pub(crate) fn shares(weights: &[f64]) -> Vec<f64> {
-        let total: f64 = weights.iter().sum();
-        weights.iter().map(|w| w / total).collect()
-    }
-
-    /// Health with single-probe transitions and the given panic threshold.
-    pub(crate) fn health(panic_threshold: u32) -> HealthConfig {
-        HealthConfig::builder()
-            .rise(1)
-            .fall(1)
-            .panic_threshold(panic_threshold)
-            .build()
-    }
-
-    /// Picks `picks` times (dropping each guard at once) and counts picks per backend position.
-    pub(crate) fn count_picks<S: Strategy>(
-        lb: &Balancer<S>,
-        ctx: &Context<'_>,
-        picks: usize,
-    ) -> Vec<u64> {
-        let backends = lb.backends();
-        let position: HashMap<&str, usize> = backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.id(), i))
-            .collect();
-        let mut counts = vec![0; backends.len()];
-        for _ in 0..picks {
-            let pick = lb.pick(ctx).expect("a backend is available");
-            counts[position[pick.id()]] += 1;
-        }
-        counts
-    }
-
-    /// What a proptest may do to one backend before picking.
-    #[derive(Clone, Copy, Debug)]
-    pub(crate) enum Condition {
-        Up,
-        Failing,
-        Drain,
-        Down,
-        Excluded,
-    }
-
-    pub(crate) fn condition() -> impl Generator<Value = Condition> {
-        prop_oneof![
-            3 => Just(Condition::Up),
-            1 => Just(Condition::Failing),
-            1 => Just(Condition::Drain),
-            1 => Just(Condition::Down),
-            1 => Just(Condition::Excluded),
-        ]
-    }
-
-    impl Condition {
-        /// Whether a backend in this condition may take a new request (panic off).
-        pub(crate) fn available(self) -> bool {
-            matches!(self, Condition::Up)
-        }
-
-        /// Applies the condition through the balancer's public controls; returns the key to
-        /// exclude, if any.
-        pub(crate) fn apply<S: Strategy>(self, lb: &Balancer<S>, b: &Backend) -> Option<u64> {
-            match self {
-                Condition::Up => None,
-                Condition::Failing => {
-                    lb.report_probe(b.id(), false).unwrap();
-                    None
-                }
-                Condition::Drain => {
-                    lb.set_admin_state(b.id(), Some(AdminState::Drain)).unwrap();
-                    None
-                }
-                Condition::Down => {
-                    lb.set_admin_state(b.id(), Some(AdminState::Down)).unwrap();
-                    None
-                }
-                Condition::Excluded => Some(b.key()),
-            }
-        }
-    }
-
-    fn weighted(weights: &[u32]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Backend::new(format!("b{i}")).weight(w))
-            .collect()
-    }
+    use crate::strategy::test_util::{assert_binomial, count_picks, set, shares};
 
     // === the alias table ===
 
@@ -358,34 +246,6 @@ pub(crate) mod tests {
                 prop_assert!(diff <= n as u128 * total, "backend {} off by {}", i, diff);
             }
         }
-
-        #[test]
-        fn a_random_pick_is_never_an_unavailable_backend(
-            conditions in prop::collection::vec(condition(), 1..12),
-            weights in prop::collection::vec(1u32..=20, 12),
-            seed in any::<u64>(),
-        ) {
-            let backends = weighted(&weights[..conditions.len()]);
-            let mut builder = Balancer::builder(Random::from_seed(seed));
-            builder.health(health(0));
-            let lb = builder.build(backends.clone()).unwrap();
-            let excluded: Vec<u64> = conditions
-                .iter()
-                .zip(&backends)
-                .filter_map(|(c, b)| c.apply(&lb, b))
-                .collect();
-            let ctx = Context::new().exclude(&excluded);
-            let any = conditions.iter().any(|c| c.available());
-            for _ in 0..20 {
-                match lb.pick(&ctx) {
-                    Ok(p) => {
-                        let i = backends.iter().position(|b| b.id() == p.id()).unwrap();
-                        prop_assert!(conditions[i].available(), "picked {:?}", conditions[i]);
-                    }
-                    Err(PickError::NoneAvailable { .. }) => prop_assert!(!any),
-                }
-            }
-        }
     }
 
     #[test]
@@ -405,14 +265,14 @@ pub(crate) mod tests {
     #[test]
     fn picks_follow_the_weights() {
         let weights = [5, 1, 1, 3];
-        let lb = Balancer::new(Random::from_seed(1), weighted(&weights)).unwrap();
+        let lb = Balancer::new(Random::from_seed(1), set(&weights)).unwrap();
         let counts = count_picks(&lb, &Context::new(), 100_000);
         assert_binomial(&counts, &shares(&[5.0, 1.0, 1.0, 3.0]));
     }
 
     #[test]
     fn equal_weights_pick_uniformly() {
-        let lb = Balancer::new(Random::from_seed(2), weighted(&[4; 5])).unwrap();
+        let lb = Balancer::new(Random::from_seed(2), set(&[4; 5])).unwrap();
         let counts = count_picks(&lb, &Context::new(), 50_000);
         assert_binomial(&counts, &[0.2; 5]);
     }
@@ -421,7 +281,7 @@ pub(crate) mod tests {
     fn an_os_seeded_stream_reaches_every_backend() {
         // Each backend has probability 1/3 per pick; missing one in 1000 picks has probability
         // below 3 × (2/3)^1000.
-        let lb = Balancer::new(Random::new(), weighted(&[1, 1, 1])).unwrap();
+        let lb = Balancer::new(Random::new(), set(&[1, 1, 1])).unwrap();
         let counts = count_picks(&lb, &Context::new(), 1000);
         assert!(counts.iter().all(|&c| c > 0), "{counts:?}");
     }
@@ -430,7 +290,7 @@ pub(crate) mod tests {
     fn unavailable_weight_is_shared_by_the_rest_in_proportion_to_weight() {
         // 100 of 103 weight is down, so most picks exhaust their draws and take the walk: the
         // two paths together must still split 1:2.
-        let lb = Balancer::new(Random::from_seed(3), weighted(&[100, 1, 2])).unwrap();
+        let lb = Balancer::new(Random::from_seed(3), set(&[100, 1, 2])).unwrap();
         lb.set_admin_state("b0", Some(AdminState::Down)).unwrap();
         let counts = count_picks(&lb, &Context::new(), 30_000);
         assert_binomial(&counts, &[0.0, 1.0 / 3.0, 2.0 / 3.0]);
@@ -448,9 +308,9 @@ pub(crate) mod tests {
                     .build(),
             )
             .clock(clock.clone());
-        let lb = builder.build(weighted(&[100, 100])).unwrap();
+        let lb = builder.build(set(&[100, 100])).unwrap();
         // b2 joins a running set: it starts at 10 % of its weight.
-        lb.update(weighted(&[100, 100, 100])).unwrap();
+        lb.update(set(&[100, 100, 100])).unwrap();
         let counts = count_picks(&lb, &Context::new(), 42_000);
         assert_binomial(&counts, &shares(&[100.0, 100.0, 10.0]));
         // Half-way through the window: 10 + 90 × 0.5 = 55 %.
@@ -462,7 +322,7 @@ pub(crate) mod tests {
     #[test]
     fn the_same_seed_gives_the_same_picks() {
         let run = |seed| {
-            let lb = Balancer::new(Random::from_seed(seed), weighted(&[3, 1, 4, 1, 5])).unwrap();
+            let lb = Balancer::new(Random::from_seed(seed), set(&[3, 1, 4, 1, 5])).unwrap();
             (0..200)
                 .map(|_| lb.pick(&Context::new()).unwrap().id().to_owned())
                 .collect::<Vec<_>>()

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::backend::Backend;
 use crate::error::UpdateError;
 use crate::hash::mix64;
+use crate::set::BackendSet;
 use crate::view::View;
 
 /// SplitMix64's increment, 2^64 divided by the golden ratio, rounded to odd: a counter advanced by
@@ -209,15 +210,12 @@ impl Indices {
 
 // === weights and fallback ===
 
-/// The weights of `backends`, rejecting what would make a schedule meaningless. The balancer
-/// validates sets before preparing them; this guards direct callers of `prepare`.
+/// The weights of a validated set, rejecting a set too large for a schedule or lookup table of
+/// 32-bit positions.
 pub(crate) fn checked_weights(
     strategy: &'static str,
-    backends: &[Backend],
+    backends: &BackendSet<'_>,
 ) -> Result<Vec<u32>, UpdateError> {
-    if backends.is_empty() {
-        return Err(UpdateError::Empty);
-    }
     if backends.len() > SCHEDULE_LIMIT {
         return Err(UpdateError::Strategy {
             strategy,
@@ -227,16 +225,7 @@ pub(crate) fn checked_weights(
             ),
         });
     }
-    backends
-        .iter()
-        .map(|b| match b.get_weight() {
-            0 => Err(UpdateError::Strategy {
-                strategy,
-                reason: format!("backend `{}` has weight 0", b.id()),
-            }),
-            w => Ok(w),
-        })
-        .collect()
+    Ok(backends.iter().map(Backend::get_weight).collect())
 }
 
 /// Returns the first available index scanning from `start` (wrapping), trying at most every index

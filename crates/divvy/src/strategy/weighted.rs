@@ -10,10 +10,10 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
 use crate::hash::mix64;
+use crate::set::BackendSet;
 use crate::strategy::support::{checked_weights, reduce, FastMod, Indices, GAMMA, SCHEDULE_LIMIT};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
@@ -165,7 +165,7 @@ impl Strategy for WeightedRoundRobin {
         NAME
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<Schedule, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Schedule, UpdateError> {
         let weights = checked_weights(NAME, backends)?;
         let (weights, exact) = fit_weights(&weights, self.max_schedule_len);
         let order = smooth_cycle(&weights);
@@ -435,6 +435,9 @@ impl Tournament {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::backend::Backend;
+    use crate::strategy::test_util::valid;
+    use crate::strategy::test_util::{index, set};
     use crate::strategy::Strategy;
     use crate::{AdminState, Balancer, HealthConfig, ManualClock};
     use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
@@ -461,18 +464,6 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn set(weights: &[u32]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Backend::new(format!("b{i}")).weight(w))
-            .collect()
-    }
-
-    fn index(pick: &crate::Pick) -> usize {
-        pick.id()[1..].parse().unwrap()
-    }
-
     fn picks<S: Strategy>(lb: &Balancer<S>, n: usize) -> Vec<usize> {
         (0..n)
             .map(|_| index(&lb.pick(&Context::new()).unwrap()))
@@ -480,7 +471,9 @@ pub(crate) mod tests {
     }
 
     fn schedule(weights: &[u32]) -> Schedule {
-        WeightedRoundRobin::new().prepare(&set(weights)).unwrap()
+        WeightedRoundRobin::new()
+            .prepare(&valid(&set(weights)))
+            .unwrap()
     }
 
     fn period(s: &Schedule) -> Vec<usize> {
@@ -537,11 +530,11 @@ pub(crate) mod tests {
     #[test]
     fn a_period_longer_than_the_cap_is_scaled_and_marked_inexact() {
         let strategy = WeightedRoundRobin::new().max_schedule_len(10);
-        let s = strategy.prepare(&set(&[50, 30, 7])).unwrap();
+        let s = strategy.prepare(&valid(&set(&[50, 30, 7]))).unwrap();
         assert!(!s.is_nginx_exact());
         // 87 > 10: each weight becomes ⌊w · 10 / 87⌋, at least 1: 5, 3, 1.
         assert_eq!(period(&s), nginx_sequence(&[5, 3, 1], 9));
-        let exact = strategy.prepare(&set(&[40, 20, 10])).unwrap();
+        let exact = strategy.prepare(&valid(&set(&[40, 20, 10]))).unwrap();
         assert!(exact.is_nginx_exact()); // gcd 10 brings the period to 7
         assert_eq!(exact.cycle_len(), 7);
     }
@@ -550,7 +543,7 @@ pub(crate) mod tests {
     fn a_cap_below_the_backend_count_gives_each_backend_one_entry() {
         let s = WeightedRoundRobin::new()
             .max_schedule_len(0)
-            .prepare(&set(&[5, 1, 2]))
+            .prepare(&valid(&set(&[5, 1, 2])))
             .unwrap();
         assert_eq!(period(&s), vec![0, 1, 2]);
     }
@@ -603,24 +596,6 @@ pub(crate) mod tests {
         clock.advance(Duration::from_secs(10));
         let seq = picks(&lb, 20);
         assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 10);
-    }
-
-    #[test]
-    fn a_zero_weight_given_directly_to_prepare_is_an_error_naming_the_backend() {
-        let err = WeightedRoundRobin::new()
-            .prepare(&[Backend::new("a"), Backend::new("z").weight(0)])
-            .unwrap_err();
-        assert_eq!(
-            err,
-            UpdateError::Strategy {
-                strategy: NAME,
-                reason: "backend `z` has weight 0".into()
-            }
-        );
-        assert_eq!(
-            WeightedRoundRobin::new().prepare(&[]).unwrap_err(),
-            UpdateError::Empty
-        );
     }
 
     proptest! {
