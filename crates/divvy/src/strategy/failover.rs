@@ -7,6 +7,7 @@ use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
 use crate::set::BackendSet;
+use crate::strategy::support::check_count;
 use crate::strategy::Strategy;
 use crate::view::View;
 
@@ -194,16 +195,7 @@ impl<S: Strategy> Strategy for Failover<S> {
                     .into(),
             });
         }
-        if u32::try_from(backends.len()).is_err() {
-            return Err(UpdateError::Strategy {
-                strategy: self.name(),
-                reason: format!(
-                    "{} backends exceed the limit of {}",
-                    backends.len(),
-                    u32::MAX
-                ),
-            });
-        }
+        check_count(self.name(), backends, u32::MAX as usize)?;
         let mut by_tier: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
         for (i, b) in backends.iter().enumerate() {
             by_tier.entry(b.get_tier()).or_default().push(i as u32);

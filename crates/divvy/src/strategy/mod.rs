@@ -6,17 +6,38 @@
 //! [`Context`] and a [`View`] of the live state, and returns the index of an available backend.
 //! A pick must not block, lock or allocate: it is called concurrently from every thread.
 //!
-//! | strategy | origin | pick cost |
-//! |---|---|---|
-//! | [`RoundRobin`] | classic | O(1) |
-//! | [`WeightedRoundRobin`] | nginx smooth weighted round robin | O(1) (precomputed schedule) |
-//! | [`LeastConnections`] | nginx `least_conn` | O(n) scan |
-//! | [`IpHash`] | nginx `ip_hash` | O(1) |
-//! | [`Ketama`] | nginx `hash … consistent` | O(log points) |
-//! | [`Maglev`] | Google Maglev, NSDI 2016 | O(1) |
-//! | [`Random`] | weighted random (Vose alias table) | O(1) |
-//! | [`PowerOfTwoChoices`] | Mitzenmacher; Finagle / linkerd peak-EWMA | O(1) |
-//! | [`Failover`] | nginx `backup`, Envoy priorities and zones | inner strategy per tier |
+//! | strategy | name | origin | pick cost |
+//! |---|---|---|---|
+//! | [`RoundRobin`] | `round_robin` | classic | O(1) |
+//! | [`WeightedRoundRobin`] | `weighted_round_robin` | nginx smooth weighted round robin | O(1) (precomputed schedule) |
+//! | [`LeastConnections`] | `least_conn` | nginx `least_conn` | O(n) scan |
+//! | [`IpHash`] | `ip_hash` | nginx `ip_hash` | O(1) |
+//! | [`Ketama`] | `ketama` | nginx `hash … consistent` | O(log points) |
+//! | [`Maglev`] | `maglev` | Google Maglev, NSDI 2016 | O(1) |
+//! | [`Random`] | `random` | weighted random (Vose alias table) | O(1) |
+//! | [`PowerOfTwoChoices::new`] | `p2c` | Mitzenmacher; nginx `random two least_conn` | O(1) |
+//! | [`PowerOfTwoChoices::peak_ewma`] | `p2c_ewma` | Finagle / linkerd peak-EWMA | O(1) |
+//! | [`Failover`] | `failover` (a [`StrategySpec`] parameter) | nginx `backup`, Envoy priorities and zones | inner strategy per tier |
+//!
+//! # Choosing a strategy at run time
+//!
+//! The name column is each strategy's one canonical name: [`Strategy::name`] returns it,
+//! [`StrategyKind`] parses and prints it (no aliases), and a [`StrategySpec`] adds the
+//! parameters a strategy takes (`ketama bounded_load=1.25`, `p2c seed=7 failover=priority`).
+//! [`StrategySpec::build`] returns a [`BoxStrategy`], which any strategy converts into and which
+//! is itself a strategy, so `Balancer<BoxStrategy>` has the whole balancer API; it costs one
+//! indirect call per pick over the concrete type.
+//!
+//! ```
+//! use divvy::{Backend, Balancer, Context};
+//! use divvy::strategy::BoxStrategy;
+//!
+//! let strategy: BoxStrategy = "ketama bounded_load=1.25".parse()?;
+//! let lb = Balancer::new(strategy, ["a:80", "b:80", "c:80"].map(Backend::new))?;
+//! let pick = lb.pick(&Context::new().key(b"user-42"))?;
+//! # drop(pick);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! # Writing a strategy
 //!
@@ -87,7 +108,8 @@ pub trait Strategy: Send + Sync + 'static {
     /// What [`prepare`](Self::prepare) builds once per backend set.
     type Prepared: Send + Sync + 'static;
 
-    /// A short name for errors and logs (`"maglev"`).
+    /// A short name for errors and logs: for divvy's strategies, the canonical name of
+    /// [`StrategyKind`] (`"maglev"`, `"least_conn"`).
     fn name(&self) -> &'static str;
 
     /// Builds the per-set state. `backends` is the validated set, in configuration order (so it is

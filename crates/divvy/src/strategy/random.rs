@@ -4,7 +4,7 @@ use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
 use crate::set::BackendSet;
-use crate::strategy::support::{below, split, Stream};
+use crate::strategy::support::{below, check_count, split, Stream};
 use crate::strategy::Strategy;
 use crate::view::View;
 
@@ -152,16 +152,7 @@ impl Strategy for Random {
     }
 
     fn prepare(&self, backends: &BackendSet<'_>) -> Result<AliasTable, UpdateError> {
-        if u32::try_from(backends.len()).is_err() {
-            return Err(UpdateError::Strategy {
-                strategy: self.name(),
-                reason: format!(
-                    "{} backends exceed the limit of {}",
-                    backends.len(),
-                    u32::MAX
-                ),
-            });
-        }
+        check_count(self.name(), backends, u32::MAX as usize)?;
         let weights: Vec<u32> = backends.iter().map(Backend::get_weight).collect();
         Ok(AliasTable::new(&weights))
     }

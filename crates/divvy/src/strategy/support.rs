@@ -216,16 +216,23 @@ pub(crate) fn checked_weights(
     strategy: &'static str,
     backends: &BackendSet<'_>,
 ) -> Result<Vec<u32>, UpdateError> {
-    if backends.len() > SCHEDULE_LIMIT {
+    check_count(strategy, backends, SCHEDULE_LIMIT)?;
+    Ok(backends.iter().map(Backend::get_weight).collect())
+}
+
+/// Rejects a set of more than `limit` backends, the most `strategy`'s tables can index.
+pub(crate) fn check_count(
+    strategy: &'static str,
+    backends: &BackendSet<'_>,
+    limit: usize,
+) -> Result<(), UpdateError> {
+    if backends.len() > limit {
         return Err(UpdateError::Strategy {
             strategy,
-            reason: format!(
-                "{} backends exceed the limit of {SCHEDULE_LIMIT}",
-                backends.len()
-            ),
+            reason: format!("{} backends exceed the limit of {limit}", backends.len()),
         });
     }
-    Ok(backends.iter().map(Backend::get_weight).collect())
+    Ok(())
 }
 
 /// Returns the first available index scanning from `start` (wrapping), trying at most every index
