@@ -8,7 +8,7 @@ use crate::strategy::{
     RoundRobin, WeightedRoundRobin,
 };
 
-/// Every strategy divvy ships, by its canonical name: the name configs use, [`Display`] prints,
+/// Every strategy divvy ships, by its canonical name: the name configs use, [`Display`](fmt::Display) prints,
 /// [`FromStr`] accepts (no aliases) and [`Strategy::name`](super::Strategy::name) returns.
 ///
 /// ```
@@ -135,7 +135,7 @@ impl FailoverMode {
 /// | `seed` | `random`, `p2c`, `p2c_ewma` | a `u64`, for a reproducible stream | OS randomness |
 /// | `failover` | all | `priority` (backup tiers), `zone` (tiers, then the caller's zone) | none |
 ///
-/// [`Display`] prints the canonical form (defaults left out), which parses back to an equal spec.
+/// [`Display`](fmt::Display) prints the canonical form (defaults left out), which parses back to an equal spec.
 ///
 /// ```
 /// use divvy::{Backend, Balancer, Context, Strategy};
