@@ -14,6 +14,12 @@ pub struct Checks {
     _handle: HealthCheckHandle,
 }
 
+impl std::fmt::Debug for Checks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checks").finish_non_exhaustive()
+    }
+}
+
 impl Checks {
     /// Starts checking every backend of `lb`, as its set is at each round.
     pub fn start(hc: &HealthCheck, lb: &Arc<dyn Lb>) -> Result<Checks, String> {

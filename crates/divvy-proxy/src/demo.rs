@@ -88,7 +88,7 @@ pub async fn setup() -> std::io::Result<Config> {
         Err(_) => "127.0.0.1:0".parse().expect("a literal address"),
     };
     let text = config_text(proxy, &backends);
-    crate::check::parse(&text, "<demo>").map_err(|diags| {
+    crate::config::parse(&text, "<demo>").map_err(|diags| {
         let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
         std::io::Error::other(lines.join("\n"))
     })

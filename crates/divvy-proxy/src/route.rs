@@ -22,6 +22,17 @@ pub struct Table {
     pub upstreams: Vec<Arc<Upstream>>,
 }
 
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("exact", &self.exact)
+            .field("wildcards", &self.wildcards)
+            .field("default", &self.default)
+            .field("upstreams", &self.upstreams)
+            .finish_non_exhaustive()
+    }
+}
+
 struct VirtualHost {
     upstream: Option<Arc<Upstream>>,
     /// Longest prefix first.
@@ -35,6 +46,7 @@ struct PathRoute {
 }
 
 /// Where a request goes.
+#[derive(Debug)]
 pub struct Routed<'a> {
     /// The upstream.
     pub upstream: &'a Arc<Upstream>,

@@ -22,6 +22,15 @@ pub struct Upstream {
     checks: Option<Arc<crate::health::Checks>>,
 }
 
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.config.name)
+            .field("backends", &self.lb.backends().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Upstream {
     /// The upstream's name.
     pub fn name(&self) -> &str {
@@ -73,6 +82,15 @@ pub struct Plan {
     backends: Vec<divvy::Backend>,
     checks: Option<Option<Arc<crate::health::Checks>>>,
     pool: Arc<Pool>,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan")
+            .field("name", &self.config.name)
+            .field("backends", &self.backends)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Plan {

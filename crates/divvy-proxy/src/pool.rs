@@ -37,11 +37,26 @@ pub struct Pool {
     connect_timeout: Duration,
 }
 
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("idle_backends", &self.idle.lock().len())
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
 /// A connection lent to one request; see [`Lease::release`].
 pub struct Lease {
     pool: Arc<Pool>,
     addr: SocketAddr,
     sender: Sender,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("addr", &self.addr).finish()
+    }
 }
 
 /// Why a request to a backend failed.

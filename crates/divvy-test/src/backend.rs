@@ -1,9 +1,7 @@
-//! Shared test scaffolding: killable loopback backends, an in-process proxy, a client, and
-//! deadline-bounded waiting.
+//! A killable HTTP/1 backend on loopback that answers with its name.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::future::Future;
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,31 +12,36 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::{check, server};
-
-/// Every wait in these tests ends by this deadline.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+use crate::DEADLINE;
 
 /// What a backend saw of one request.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    /// The request target, as received.
     pub uri: String,
+    /// The request headers, as received.
     pub headers: HeaderMap,
 }
 
 /// A backend on 127.0.0.1 that answers with its name, records what it saw, and can be killed
 /// (every connection closed) and restarted on the same port.
+///
+/// Paths it knows: `/healthz` answers `ok` without counting a hit; `/ws` upgrades and echoes
+/// every byte; `/echo` answers with the request body; anything else answers with the name, an
+/// `x-backend` header and hop-by-hop headers a proxy must strip.
 pub struct TestBackend {
+    /// The name it answers with.
     pub name: String,
+    /// Where it listens.
     pub addr: SocketAddr,
+    /// Requests answered (not counting `/healthz`).
     pub hits: Arc<AtomicU64>,
+    /// What it saw of each request, in order.
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// Delay before answering, in milliseconds.
     pub delay_ms: Arc<AtomicU64>,
@@ -48,6 +51,7 @@ pub struct TestBackend {
 }
 
 impl TestBackend {
+    /// Starts a backend named `name` on an ephemeral 127.0.0.1 port.
     pub async fn start(name: &str) -> Arc<TestBackend> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let b = Arc::new(TestBackend {
@@ -162,8 +166,19 @@ impl TestBackend {
         self.serve(listener);
     }
 
+    /// Requests answered so far (not counting `/healthz`).
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl fmt::Debug for TestBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestBackend")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .field("hits", &self.hits())
+            .finish_non_exhaustive()
     }
 }
 
@@ -173,119 +188,11 @@ impl Drop for TestBackend {
     }
 }
 
+/// Starts one backend per name, in order.
 pub async fn backends(names: &[&str]) -> Vec<Arc<TestBackend>> {
     let mut out = Vec::new();
     for n in names {
         out.push(TestBackend::start(n).await);
     }
     out
-}
-
-/// `[[upstream.NAME.server]]` blocks for `backends`, with extra keys per server.
-pub fn servers(upstream: &str, backends: &[Arc<TestBackend>], extra: &[&str]) -> String {
-    backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            format!(
-                "\n[[upstream.{upstream}.server]]\naddress = \"{}\"\n{}\n",
-                b.addr,
-                extra.get(i).copied().unwrap_or("")
-            )
-        })
-        .collect()
-}
-
-/// Parses `toml` (which must be valid) and starts the proxy in this process.
-pub async fn proxy(toml: &str) -> server::Running {
-    let config = check::parse(toml, "test.toml").unwrap_or_else(|d| {
-        let lines: Vec<String> = d.iter().map(ToString::to_string).collect();
-        panic!("invalid test config:\n{}\n---\n{toml}", lines.join("\n"))
-    });
-    server::start(config).await.unwrap()
-}
-
-/// A pooled HTTP/1.1 client.
-pub type TestClient = Client<HttpConnector, Full<Bytes>>;
-
-pub fn client() -> TestClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// A response, read whole.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: String,
-}
-
-/// Sends `req` and reads the whole answer, within [`DEADLINE`].
-pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> Answer {
-    let fut = async {
-        let resp = client.request(req).await.expect("the proxy answers");
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("a whole body").to_bytes();
-        Answer {
-            status: parts.status,
-            headers: parts.headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        }
-    };
-    tokio::time::timeout(DEADLINE, fut)
-        .await
-        .expect("an answer before the deadline")
-}
-
-/// `GET http://{proxy}{path}` with a `Host` header.
-pub async fn get(client: &TestClient, proxy: SocketAddr, host: &str, path: &str) -> Answer {
-    let req = Request::get(format!("http://{proxy}{path}"))
-        .header("host", host)
-        .body(Full::default())
-        .unwrap();
-    send(client, req).await
-}
-
-/// Which backend answered how many of `n` GETs.
-pub async fn tally(
-    client: &TestClient,
-    proxy: SocketAddr,
-    host: &str,
-    n: usize,
-) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for _ in 0..n {
-        let a = get(client, proxy, host, "/").await;
-        assert_eq!(a.status, StatusCode::OK, "body: {}", a.body);
-        *counts.entry(a.body).or_default() += 1;
-    }
-    counts
-}
-
-/// Polls `cond` until it holds; panics at [`DEADLINE`] with `what`.
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if cond().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Whether the balancer of `upstream` counts `backend` as available.
-pub fn available(running: &server::Running, upstream: &str, backend: SocketAddr) -> bool {
-    let table = running.proxy.table.load();
-    let up = table.upstream(upstream).expect("the upstream exists");
-    let id = backend.to_string();
-    up.lb
-        .stats()
-        .iter()
-        .find(|s| *s.id == *id)
-        .is_some_and(|s| s.available)
 }

@@ -34,6 +34,16 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
 }
 
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("listen", &self.listen)
+            .field("admin", &self.admin)
+            .field("proxy", &self.proxy)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds the routing table for `config`, reusing what `previous` can lend.
 fn build_table(config: &Config, previous: Option<&Table>) -> Result<Table, String> {
     let mut plans = Vec::with_capacity(config.upstreams.len());
@@ -127,7 +137,7 @@ impl Running {
     /// Reads, checks and swaps in the config at `path` (what SIGHUP does). Any error leaves the
     /// running config in place; the message lists every problem, one per line.
     pub fn reload_file(&self, path: &std::path::Path) -> Result<(), String> {
-        let config = crate::check::load(path).map_err(|diags| {
+        let config = crate::config::load(path).map_err(|diags| {
             let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
             lines.join("\n")
         })?;

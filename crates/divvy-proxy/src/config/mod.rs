@@ -1,11 +1,19 @@
 //! The proxy's configuration, as plain data.
 //!
-//! [`check`](crate::check) turns TOML text into a [`Config`] (or every error in it); the rest of
+//! [`parse`] and [`load`] turn TOML text into a [`Config`] (or every [`Diagnostic`] in it); the rest of
 //! the proxy only ever sees a `Config` that passed every check. `docs/PROXY.md` documents each
 //! field and `examples/proxy.toml` shows them all.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+mod check;
+mod diagnostic;
+mod reader;
+
+pub use check::{load, parse};
+pub use diagnostic::Diagnostic;
+pub use reader::parse_duration;
 
 /// A whole, validated configuration.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,4 +1,7 @@
-//! A reverse proxy and load balancer on hyper 1.x, routing with divvy.
+//! The command line: arguments, `--check`, the embedded demo, the runtime, signals.
+//!
+//! Both the `divvy-proxy` binary and `cargo run --example proxy` are [`run`] over the process
+//! arguments:
 //!
 //! ```text
 //! cargo run --example proxy                                  # embedded demo: 3 backends + proxy
@@ -10,35 +13,13 @@
 //! Signals: SIGHUP reloads the config (an invalid one is logged and the old one keeps serving);
 //! SIGINT / SIGTERM stop accepting and drain in-flight requests. See `docs/PROXY.md` for every
 //! config field and `examples/proxy.toml` for an annotated sample.
-//!
-//! Layout: `check` (TOML → `config::Config` with every error), `route` (host / path → upstream),
-//! `upstream` + `balancer` (a divvy `Balancer` per upstream), `forward` (one request), `server`
-//! (listeners, reload, shutdown), `admin` (`/status`, `/metrics`), `health` (active checks),
-//! `sticky` (cookie and hash keys), `demo`.
-
-mod admin;
-mod balancer;
-mod check;
-mod config;
-mod demo;
-mod forward;
-mod health;
-mod pool;
-mod route;
-mod server;
-mod sticky;
-mod upstream;
-
-/// mimalloc instead of glibc malloc: hyper takes a fresh read buffer for every request head (the
-/// parsed headers keep the old one alive), and mimalloc serves those allocations in about half
-/// the time (docs/PROXY.md, Performance).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
+
+use crate::{config, demo, server};
 
 const USAGE: &str = "usage: proxy [--config FILE] [--check] [--threads N]
 
@@ -54,13 +35,13 @@ struct Args {
     threads: Option<usize>,
 }
 
-fn parse_args() -> Result<Args, String> {
+fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, String> {
     let mut args = Args {
         config: None,
         check: false,
         threads: None,
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = argv.into_iter().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--config" | "-c" => {
@@ -84,8 +65,12 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args() {
+/// Runs the proxy as the command line `argv` asks (`argv[0]` is the program name): prints the
+/// usage, checks a config, or serves (a config file, or the embedded demo with no arguments)
+/// until SIGINT or SIGTERM. Returns the process's exit code: 2 for bad arguments, 1 for an
+/// invalid config or a failure to start.
+pub fn run(argv: impl IntoIterator<Item = String>) -> ExitCode {
+    let args = match parse_args(argv) {
         Ok(a) => a,
         Err(e) => {
             if !e.is_empty() {
@@ -102,7 +87,7 @@ fn main() -> ExitCode {
 
     // Load (and with --check, only check) before starting anything.
     let config = match &args.config {
-        Some(path) => match check::load(path) {
+        Some(path) => match config::load(path) {
             Ok(c) => Some(c),
             Err(diags) => {
                 for d in &diags {
@@ -152,7 +137,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, args.config)) {
+    match runtime.block_on(serve(config, args.config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("proxy: {e}");
@@ -161,7 +146,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Option<config::Config>, path: Option<PathBuf>) -> std::io::Result<()> {
+async fn serve(config: Option<config::Config>, path: Option<PathBuf>) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
     let demo = config.is_none();
