@@ -1,6 +1,6 @@
 //! Scenarios: a workload, a backend fleet and a health configuration, read from TOML.
 //!
-//! The built-in scenarios are TOML files under `examples/lab/scenarios/`, compiled in, so the
+//! The built-in scenarios are TOML files under `crates/divvy-lab/scenarios/`, compiled in, so the
 //! format a user writes for `--config` is exactly the one the built-ins are written in.
 //! `docs/LAB.md` documents every field.
 
@@ -11,21 +11,24 @@ use serde::Deserialize;
 
 /// The built-in scenarios, by name, in the order `--all` runs them.
 pub const BUILTIN: &[(&str, &str)] = &[
-    ("slow-backend", include_str!("scenarios/slow-backend.toml")),
+    (
+        "slow-backend",
+        include_str!("../scenarios/slow-backend.toml"),
+    ),
     (
         "heterogeneous",
-        include_str!("scenarios/heterogeneous.toml"),
+        include_str!("../scenarios/heterogeneous.toml"),
     ),
     (
         "failure-recovery",
-        include_str!("scenarios/failure-recovery.toml"),
+        include_str!("../scenarios/failure-recovery.toml"),
     ),
     (
         "membership-change",
-        include_str!("scenarios/membership-change.toml"),
+        include_str!("../scenarios/membership-change.toml"),
     ),
-    ("hot-keys", include_str!("scenarios/hot-keys.toml")),
-    ("backup-tier", include_str!("scenarios/backup-tier.toml")),
+    ("hot-keys", include_str!("../scenarios/hot-keys.toml")),
+    ("backup-tier", include_str!("../scenarios/backup-tier.toml")),
 ];
 
 /// A built-in scenario by name.

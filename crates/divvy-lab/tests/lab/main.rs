@@ -1,31 +1,12 @@
 //! The strategy lab's tests: the simulator against queueing theory, reproducibility, and the
 //! results the load-balancing literature predicts.
 //!
-//! The lab is an example (`examples/lab`); its modules are compiled in here by path, so these
-//! tests exercise exactly the code `cargo run --example lab` runs (and the unit tests at the
-//! bottom of those modules run here too).
-
-// Not every item of the example's modules is used by the tests.
-#![allow(dead_code)]
-
-#[path = "../../examples/lab/chart.rs"]
-mod chart;
-#[path = "../../examples/lab/report.rs"]
-mod report;
-#[path = "../../examples/lab/runner.rs"]
-mod runner;
-#[path = "../../examples/lab/scenario.rs"]
-mod scenario;
-#[path = "../../examples/lab/sim.rs"]
-mod sim;
-#[path = "../../examples/lab/strategies.rs"]
-mod strategies;
-#[path = "../../examples/lab/workload.rs"]
-mod workload;
+//! They drive the `divvy_lab` library, which is exactly what the `divvy-lab` binary runs.
 
 mod support;
 
-use sim::Options;
+use divvy_lab::sim::{self, Options};
+use divvy_lab::{chart, report, runner, scenario, strategies};
 use support::*;
 
 // === The simulator against queueing theory ===
@@ -290,7 +271,7 @@ fn fast_error_responses_draw_a_latency_balancer_into_failing_backends() {
 
 #[test]
 fn the_scenario_format_documented_in_lab_md_parses() {
-    let doc = include_str!("../../docs/LAB.md");
+    let doc = include_str!("../../../../docs/LAB.md");
     let start = doc.find("```toml\n").expect("a TOML example") + "```toml\n".len();
     let len = doc[start..].find("```").expect("the end of the example");
     let sc =

@@ -37,8 +37,11 @@ pub enum ServiceTime {
     LogNormal(LogNormal<f64>),
     /// Mostly fast, sometimes slow (a cache hit or miss), each mode exponential.
     Bimodal {
+        /// The fast mode's service time.
         fast: Exp<f64>,
+        /// The slow mode's service time.
         slow: Exp<f64>,
+        /// How often a request takes the slow mode, in `[0, 1]`.
         slow_prob: f64,
     },
     /// Always the same time.

@@ -1,4 +1,4 @@
-//! The strategy lab: which strategy should I use? Numbers on your own workload's shape.
+//! The lab's command line: the `divvy-lab` binary is [`run`] over the process arguments.
 //!
 //! A deterministic discrete-event simulation drives the real divvy strategies and health
 //! registry (a `Balancer` on a simulated clock) with seeded workloads, and prints, per strategy,
@@ -6,24 +6,17 @@
 //! it also draws SVG charts. See `docs/LAB.md`.
 //!
 //! ```text
-//! cargo run --release --example lab -- --scenario slow-backend --out target/lab
-//! cargo run --release --example lab -- --all --requests 200000 --seed 7
-//! cargo run --release --example lab -- --config my-fleet.toml --out target/lab
+//! cargo run --release -p divvy-lab -- --scenario slow-backend --out target/lab
+//! cargo run --release -p divvy-lab -- --all --requests 200000 --seed 7
+//! cargo run --release -p divvy-lab -- --config my-fleet.toml --out target/lab
 //! ```
-
-mod chart;
-mod report;
-mod runner;
-mod scenario;
-mod sim;
-mod strategies;
-mod workload;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use scenario::Scenario;
+use crate::scenario::{self, Scenario};
+use crate::{chart, report, runner, strategies};
 
 const USAGE: &str = "\
 usage: lab [--scenario NAME]... [--all] [--config FILE.toml]... [options]
@@ -109,8 +102,11 @@ fn list() {
     }
 }
 
-fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
+/// Runs the lab as the command line `argv` asks (`argv[0]` is the program name): lists, or runs
+/// the chosen scenarios and prints their tables (and writes charts with `--out`). Returns the
+/// process's exit code: 2 for bad arguments, 1 for a failed run.
+pub fn run(argv: impl IntoIterator<Item = String>) -> ExitCode {
+    let args = match parse(argv.into_iter().skip(1)) {
         Ok(a) => a,
         Err(e) => {
             if !e.is_empty() {
@@ -128,7 +124,7 @@ fn main() -> ExitCode {
         eprint!("{USAGE}");
         return ExitCode::from(2);
     }
-    match run(&args) {
+    match run_args(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -137,7 +133,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> Result<(), String> {
+fn run_args(args: &Args) -> Result<(), String> {
     let started = Instant::now();
     let all = runner::run_all(&args.scenarios, args.requests, args.seed, args.jobs)?;
     let simulated: u64 = all.iter().flatten().map(|r| r.requests).sum();

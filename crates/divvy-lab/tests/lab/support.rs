@@ -1,9 +1,9 @@
 //! Shared helpers for the lab's tests: small scenarios and single runs by strategy name.
 
-use crate::report::{self, Summary};
-use crate::scenario::{self, Scenario};
-use crate::sim::{Options, Run};
-use crate::strategies;
+use divvy_lab::report::{self, Summary};
+use divvy_lab::scenario::{self, Scenario};
+use divvy_lab::sim::{Options, Run};
+use divvy_lab::strategies;
 
 /// A built-in scenario.
 pub fn builtin(name: &str) -> Scenario {
