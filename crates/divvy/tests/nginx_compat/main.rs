@@ -58,11 +58,9 @@ fn nginx_sequence(nginx: &Nginx, backends: &Backends, n: usize) -> Vec<Decision>
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn round_robin_chooses_as_nginx_does_with_equal_weights() {
-    let Some(bin) = support::nginx_or_skip("round_robin_chooses_as_nginx_does_with_equal_weights")
-    else {
-        return;
-    };
+    let bin = support::nginx("round_robin_chooses_as_nginx_does_with_equal_weights");
     let backends = Backends::start(4);
     let nginx = Nginx::start(&bin, &upstream("", &backends, &vec![String::new(); 4]));
     let seen = nginx_sequence(&nginx, &backends, 1000);
@@ -110,9 +108,7 @@ impl SplitMix {
 /// The first 1,000 choices of nginx's default balancer and of divvy's `WeightedRoundRobin` over
 /// servers with `weights`, requests sent one after another.
 fn weighted_round_robin_agrees(test: &str, weights: &[u32]) {
-    let Some(bin) = support::nginx_or_skip(test) else {
-        return;
-    };
+    let bin = support::nginx(test);
     let n = weights.len();
     let backends = Backends::start(n);
     let params: Vec<String> = weights.iter().map(|w| format!("weight={w}")).collect();
@@ -139,6 +135,7 @@ fn weighted_round_robin_agrees(test: &str, weights: &[u32]) {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn weighted_round_robin_chooses_as_nginx_does_with_equal_weights() {
     weighted_round_robin_agrees(
         "weighted_round_robin_chooses_as_nginx_does_with_equal_weights",
@@ -147,6 +144,7 @@ fn weighted_round_robin_chooses_as_nginx_does_with_equal_weights() {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn weighted_round_robin_chooses_as_nginx_does_with_weights_5_1_1() {
     weighted_round_robin_agrees(
         "weighted_round_robin_chooses_as_nginx_does_with_weights_5_1_1",
@@ -155,6 +153,7 @@ fn weighted_round_robin_chooses_as_nginx_does_with_weights_5_1_1() {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn weighted_round_robin_chooses_as_nginx_does_when_weights_share_a_divisor() {
     // 3:2 written as 6:4: nginx runs its sequence over the weights as written, and a schedule
     // reduced by the gcd must still give the same choices in the same order.
@@ -165,6 +164,7 @@ fn weighted_round_robin_chooses_as_nginx_does_when_weights_share_a_divisor() {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn weighted_round_robin_chooses_as_nginx_does_with_ten_random_weights() {
     let mut rng = SplitMix(0x6e67_696e_7877_7272);
     let weights: Vec<u32> = (0..10).map(|_| 1 + rng.below(100) as u32).collect();
@@ -210,9 +210,7 @@ const LONG_FAIL_TIMEOUT: Duration = Duration::from_secs(600);
 /// `down[i]`), for 600 client addresses, one connection from each. When `dead` names a server,
 /// it stops listening first: the request that finds out retries elsewhere, and later ones skip it.
 fn ip_hash_agrees(test: &str, weights: &[u32], down: &[bool], dead: Option<usize>) {
-    let Some(bin) = support::nginx_or_skip(test) else {
-        return;
-    };
+    let bin = support::nginx(test);
     let n = weights.len();
     let mut backends = Backends::start(n);
     if let Some(i) = dead {
@@ -281,6 +279,7 @@ fn ip_hash_agrees(test: &str, weights: &[u32], down: &[bool], dead: Option<usize
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn ip_hash_chooses_as_nginx_does_with_equal_weights() {
     ip_hash_agrees(
         "ip_hash_chooses_as_nginx_does_with_equal_weights",
@@ -291,6 +290,7 @@ fn ip_hash_chooses_as_nginx_does_with_equal_weights() {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn ip_hash_chooses_as_nginx_does_with_weights() {
     ip_hash_agrees(
         "ip_hash_chooses_as_nginx_does_with_weights",
@@ -301,6 +301,7 @@ fn ip_hash_chooses_as_nginx_does_with_weights() {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn ip_hash_rehashes_as_nginx_does_around_a_down_server() {
     // A `down` server keeps its place in the hash (nginx's advice for taking one out), and its
     // clients are rehashed onto the others with nginx's arithmetic.
@@ -313,6 +314,7 @@ fn ip_hash_rehashes_as_nginx_does_around_a_down_server() {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn ip_hash_moves_the_clients_of_a_dead_server_as_nginx_does() {
     // The first client hashed to the dead server finds out (nginx retries with its next hash,
     // divvy reports the failure and picks again without it); afterwards its clients are rehashed
@@ -354,11 +356,10 @@ fn moved(keys: &[String], before: &[Decision], after: &[Decision]) -> BTreeSet<S
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn ketama_places_keys_as_nginx_hash_consistent_does_and_moves_the_same_keys() {
     let test = "ketama_places_keys_as_nginx_hash_consistent_does_and_moves_the_same_keys";
-    let Some(bin) = support::nginx_or_skip(test) else {
-        return;
-    };
+    let bin = support::nginx(test);
     let weights = [3, 1, 2, 5, 1, 4];
     let removed = 3;
     let n = weights.len();
@@ -435,9 +436,7 @@ fn ketama_places_keys_as_nginx_hash_consistent_does_and_moves_the_same_keys() {
 /// servers, one of them `down` (configured) or dead (stopped before the first request: the
 /// first key that reaches it finds out and is retried, later ones skip it).
 fn ketama_walks_past(test: &str, out: usize, dead: bool) {
-    let Some(bin) = support::nginx_or_skip(test) else {
-        return;
-    };
+    let bin = support::nginx(test);
     let weights = [2, 1, 3, 1, 2];
     let n = weights.len();
     let mut backends = Backends::start(n);
@@ -493,11 +492,13 @@ fn ketama_walks_past(test: &str, out: usize, dead: bool) {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn ketama_walks_past_a_down_server_as_nginx_does() {
     ketama_walks_past("ketama_walks_past_a_down_server_as_nginx_does", 2, false);
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn ketama_retries_past_a_dead_server_as_nginx_does() {
     ketama_walks_past("ketama_retries_past_a_dead_server_as_nginx_does", 2, true);
 }
@@ -552,11 +553,10 @@ fn labels(name: &str, count: usize) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn backups_take_traffic_exactly_when_every_primary_has_failed_as_in_nginx() {
     let test = "backups_take_traffic_exactly_when_every_primary_has_failed_as_in_nginx";
-    let Some(bin) = support::nginx_or_skip(test) else {
-        return;
-    };
+    let bin = support::nginx(test);
     // Two primaries, two backups. fail_timeout is longer than the test, so a server that failed
     // stays unavailable on both sides without a clock to align.
     let weights = [3, 2, 2, 1];
@@ -600,11 +600,10 @@ fn backups_take_traffic_exactly_when_every_primary_has_failed_as_in_nginx() {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn a_down_server_and_a_dead_one_get_the_traffic_nginx_gives_them() {
     let test = "a_down_server_and_a_dead_one_get_the_traffic_nginx_gives_them";
-    let Some(bin) = support::nginx_or_skip(test) else {
-        return;
-    };
+    let bin = support::nginx(test);
     // b2 is `down`; b4 is a backup.
     let weights = [3, 2, 1, 1, 1];
     let ft = " max_fails=1 fail_timeout=600s";
@@ -745,8 +744,8 @@ fn replay_in_divvy<S: Strategy>(
 ///
 /// Returns what nginx did (`None` when skipped), for the test to check that its script took
 /// nginx down the path it describes.
-fn passive_health_agrees(test: &str, max_fails: u32, script: &[Step]) -> Option<Vec<Observed>> {
-    let bin = support::nginx_or_skip(test)?;
+fn passive_health_agrees(test: &str, max_fails: u32, script: &[Step]) -> Vec<Observed> {
+    let bin = support::nginx(test);
     let backends = Backends::start(2);
     let flags = [
         &format!(" max_fails={max_fails} fail_timeout=1s")[..],
@@ -781,7 +780,7 @@ fn passive_health_agrees(test: &str, max_fails: u32, script: &[Step]) -> Option<
         &ours,
         &backends,
     );
-    Some(observed)
+    observed
 }
 
 /// nginx's decisions (as tried-lists) for the requests sent in second `t` of a script.
@@ -794,6 +793,7 @@ fn tried_at(observed: &[Observed], t: u64) -> Vec<Vec<usize>> {
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn a_failing_primary_is_skipped_for_fail_timeout_and_retried_after_as_in_nginx() {
     use Step::*;
     // b0 fails; its second failure (max_fails=2) disables it while `now - checked <=
@@ -814,9 +814,7 @@ fn a_failing_primary_is_skipped_for_fail_timeout_and_retried_after_as_in_nginx()
         Requests(3),
     ];
     let test = "a_failing_primary_is_skipped_for_fail_timeout_and_retried_after_as_in_nginx";
-    let Some(seen) = passive_health_agrees(test, 2, &script) else {
-        return;
-    };
+    let seen = passive_health_agrees(test, 2, &script);
     // The path the script means to take (nginx's documented `max_fails` semantics).
     assert_eq!(
         tried_at(&seen, 0),
@@ -829,6 +827,7 @@ fn a_failing_primary_is_skipped_for_fail_timeout_and_retried_after_as_in_nginx()
 }
 
 #[test]
+#[cfg_attr(nginx_missing, ignore = "nginx is not installed")]
 fn failures_are_forgotten_only_after_a_quiet_fail_timeout_as_in_nginx() {
     use Step::*;
     // nginx resets a server's failures on a success only if the server was chosen after its last
@@ -854,9 +853,7 @@ fn failures_are_forgotten_only_after_a_quiet_fail_timeout_as_in_nginx() {
         Requests(2),
     ];
     let test = "failures_are_forgotten_only_after_a_quiet_fail_timeout_as_in_nginx";
-    let Some(seen) = passive_health_agrees(test, 2, &script) else {
-        return;
-    };
+    let seen = passive_health_agrees(test, 2, &script);
     // The path the script means to take: skipped after the second failure although repaired,
     // and still chosen after one failure once a late success reset the count.
     let t0 = tried_at(&seen, 0);
