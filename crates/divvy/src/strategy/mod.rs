@@ -10,9 +10,9 @@
 //! |---|---|---|
 //! | [`RoundRobin`] | classic | O(1) |
 //! | [`WeightedRoundRobin`] | nginx smooth weighted round robin | O(1) (precomputed schedule) |
-//! | [`LeastConnections`] | nginx `least_conn` | O(n) scan |
+//! | [`LeastConnections`] | nginx `least_conn`; sampled above 64 backends | O(n) up to 64, then O(1) |
 //! | [`IpHash`] | nginx `ip_hash` | O(1) |
-//! | [`Ketama`] | nginx `hash … consistent` | O(log points) |
+//! | [`Ketama`] | nginx `hash … consistent` | O(1) expected (bucket index) |
 //! | [`Maglev`] | Google Maglev, NSDI 2016 | O(1) |
 //! | [`Random`] | weighted random (Vose alias table) | O(1) |
 //! | [`PowerOfTwoChoices`] | Mitzenmacher; Finagle / linkerd peak-EWMA | O(1) |
