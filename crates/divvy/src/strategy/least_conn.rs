@@ -32,10 +32,10 @@ const MAX_DRAWS: usize = 16;
 ///
 /// **Cost:** up to [`DEFAULT_EXACT_UP_TO`](Self::DEFAULT_EXACT_UP_TO) backends, O(n) per pick:
 /// every backend's availability, in-flight count and weight are read (atomic loads, no lock, no
-/// allocation), and a tie adds a second pass from the first tied backend (about 12 ns per backend
-/// on the development machine: 190 ns at 16). Above, O(1): 4 backends drawn by weight from an
-/// alias table, whatever the set's size (≈ 60–90 ns at 1,000 to 100,000 backends, see
-/// `docs/BENCHMARKS.md`); the exact scan costs 11 µs at 1,000 and 0.2 ms at 10,000.
+/// allocation), and a tie adds a second pass from the first tied backend. Above, O(1): 4
+/// backends drawn by weight from an alias table, whatever the set's size. Measured side by side
+/// (`docs/BENCHMARKS.md`), the exact scan took about 0.8 µs at 1,000 backends and 6–8 µs at
+/// 10,000, the sampled pick a few tens of nanoseconds at every size.
 ///
 /// ```
 /// use divvy::{Backend, Balancer, Context, strategy::LeastConnections};
@@ -96,7 +96,7 @@ pub struct LeastConnections {
 
 impl LeastConnections {
     /// The largest set picked by nginx's exact scan unless [`exact_up_to`](Self::exact_up_to)
-    /// says otherwise: 64 backends, a scan of about 0.8 µs.
+    /// says otherwise: 64 backends.
     pub const DEFAULT_EXACT_UP_TO: usize = 64;
 
     /// nginx's `least_conn`, sampling (with OS randomness) above 64 backends.
