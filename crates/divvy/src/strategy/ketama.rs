@@ -74,7 +74,7 @@ const AVERAGE_BUCKET_BITS: u32 = 2;
 ///   2.5 on average) would cost more than 128 MiB; such a set gets `⌊2²⁴ / Σ weight⌋` points per
 ///   unit of weight instead of 160 (a backend's points are the first ones of nginx's sequence
 ///   for it), so keys spread as evenly but do not land where nginx would put them
-///   ([`Ring::is_nginx_exact`] tells). Only when `Σ weight > 2²⁴`, where not even one point per
+///   (the prepared ring's `is_nginx_exact` tells). Only when `Σ weight > 2²⁴`, where not even one point per
 ///   unit of weight fits, is the set rejected.
 ///
 /// # Bounded loads
