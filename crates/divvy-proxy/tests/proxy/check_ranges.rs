@@ -64,12 +64,13 @@ fn huge_integer_durations_are_refused_with_file_line_and_column() {
 
 #[test]
 fn a_hash_ring_over_its_point_limit_fails_the_check_at_the_upstream() {
-    // 11 servers of weight 10000: 110000 × 160 ring points, over the ring's 2^24.
-    let servers: String = (0..11)
+    // The ring thins to fewer points per weight as a set grows, down to one per unit of weight:
+    // 1678 servers of weight 10000 sum past its 2^24 points even then.
+    let servers: String = (0..1678)
         .map(|i| {
             format!(
                 "[[upstream.app.server]]\naddress = \"127.0.0.1:{}\"\nweight = 10000\n",
-                1000 + i
+                10000 + i
             )
         })
         .collect();
@@ -79,7 +80,7 @@ fn a_hash_ring_over_its_point_limit_fails_the_check_at_the_upstream() {
     );
     let got = only_error(&src);
     assert!(got.starts_with("test.toml:5:1: upstream.app: "), "{got}");
-    assert!(got.contains("points"), "{got}");
+    assert!(got.contains("weights sum to 16780000"), "{got}");
 }
 
 #[tokio::test]
