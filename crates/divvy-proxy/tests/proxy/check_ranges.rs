@@ -100,3 +100,114 @@ async fn the_largest_accepted_values_start_and_serve() {
     // 24 h of drain would hold the test: shutting down with nothing in flight returns at once.
     tokio::time::timeout(DEADLINE, p.shutdown()).await.unwrap();
 }
+
+/// A small deterministic generator (xorshift64*), so the sweep below is the same on every run.
+struct Gen(u64);
+
+impl Gen {
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let r = self.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        from[(r >> 33) as usize % from.len()]
+    }
+}
+
+#[tokio::test]
+async fn every_config_the_check_accepts_starts() {
+    // Valid values, then values the check must refuse; each config draws one field from both.
+    let durations = ["\"1ms\"", "\"24h\"", "86400", "\"1440m\"", "1", "\"250ms\""];
+    let bad_durations = [
+        "86401",
+        "\"25h\"",
+        "\"0s\"",
+        "18446744073709551615",
+        "\"999999999999h\"",
+    ];
+    // Small weights: a 10000-weight hash ring takes seconds to build in a debug test binary.
+    let weights = ["1", "7", "100"];
+    let bad_weights = ["0", "10001"];
+    let connections = ["1", "512", "1048576"];
+    let bad_connections = ["0", "1048577"];
+    let strategies = [
+        "round_robin",
+        "weighted_round_robin",
+        "least_conn",
+        "ip_hash",
+        "hash",
+        "random",
+        "p2c",
+        "p2c_ewma",
+    ];
+    let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+    let (mut accepted, mut refused) = (0, 0);
+    for _ in 0..60 {
+        let strategy = g.pick(&strategies);
+        let hash = if strategy == "hash" {
+            format!(
+                "hash = {{ key = \"uri\", method = \"{}\" }}\n",
+                g.pick(&["ketama", "maglev"])
+            )
+        } else {
+            String::new()
+        };
+        let wild = g.pick(&["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"]);
+        let mut values = Vec::new();
+        for field in 0..12 {
+            let (good, bad): (&[&str], &[&str]) = match field {
+                0..=8 => (&durations, &bad_durations),
+                9 => (&connections, &bad_connections),
+                _ => (&weights, &bad_weights),
+            };
+            let value = if field.to_string() == wild && g.pick(&["good", "bad"]) == "bad" {
+                g.pick(bad)
+            } else {
+                g.pick(good)
+            };
+            values.push(value);
+        }
+        let src = format!(
+            "listen = [\"127.0.0.1:0\"]\nshutdown_timeout = {}\n\
+             [client]\nheader_timeout = {}\nkeepalive_timeout = {}\nmax_connections = {}\n\
+             [[host]]\ndefault = true\nupstream = \"app\"\n\
+             [upstream.app]\nstrategy = \"{strategy}\"\n{hash}\
+             fail_timeout = {}\nread_timeout = {}\nresponse_timeout = {}\nconnect_timeout = {}\n\
+             [upstream.app.health_check]\ninterval = {}\ntimeout = {}\n\
+             [[upstream.app.server]]\naddress = \"127.0.0.1:9\"\nweight = {}\n\
+             [[upstream.app.server]]\naddress = \"127.0.0.1:10\"\nweight = {}\n",
+            values[0],
+            values[1],
+            values[2],
+            values[9],
+            values[3],
+            values[4],
+            values[5],
+            values[6],
+            values[7],
+            values[8],
+            values[10],
+            values[11],
+        );
+        match divvy_proxy::config::parse(&src, "gen.toml") {
+            Err(d) => {
+                refused += 1;
+                assert!(d.iter().all(|d| d.line >= 1 && d.column >= 1), "{d:?}");
+            }
+            Ok(config) => {
+                accepted += 1;
+                let running = divvy_proxy::server::start(config)
+                    .await
+                    .unwrap_or_else(|e| panic!("checked but did not start: {e}\n{src}"));
+                tokio::time::timeout(DEADLINE, running.shutdown())
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    // The sweep exercises both sides.
+    assert!(
+        accepted >= 10 && refused >= 5,
+        "{accepted} accepted, {refused} refused"
+    );
+}
