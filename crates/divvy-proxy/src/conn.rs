@@ -164,7 +164,7 @@ where
 
 /// Runs `conn` until it ends, the proxy shuts down (then `graceful` asks it to finish), or it
 /// has been idle past `deadlines` (then it is closed: at once if no request ever arrived, else
-/// politely within [`GRACE`]).
+/// politely within half a second).
 pub async fn drive<C, E>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
