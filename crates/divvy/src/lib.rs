@@ -60,7 +60,9 @@ pub mod hash;
 pub mod health;
 #[allow(unsafe_code)]
 mod live;
+mod local;
 mod pick;
+mod shard;
 pub mod strategy;
 mod view;
 

@@ -4,7 +4,6 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -120,7 +119,7 @@ impl Drop for Pick {
     fn drop(&mut self) {
         // The in-flight count itself is released when `self.live` drops, after this.
         if self.counted_total {
-            self.live.registry.total_in_flight.fetch_sub(1, Relaxed);
+            self.live.registry.total_in_flight.decrement();
         }
     }
 }
