@@ -11,36 +11,60 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
+use crate::conn::{self, Activity, Deadlines, Tracked};
 use crate::forward::{plain, Proxy, ProxyBody};
+use crate::listener::Acceptor;
 
-/// Serves the admin endpoints until shutdown.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+/// Admin connections open at once; more wait in the accept queue. The admin listener is for a
+/// scraper and an operator, and its own cap keeps idle client sockets from locking them out.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// Serves the admin endpoints until shutdown, with the same connection deadlines as the
+/// client listeners.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    deadlines: Deadlines,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // As for clients (see `server`): never shorter than the keep-alive limit.
+        .header_read_timeout(deadlines.header.max(deadlines.keepalive));
+    let builder = Arc::new(builder);
+    let mut acceptor = Acceptor::new(listener, Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS)));
     loop {
-        let (stream, _) = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.changed() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            a = acceptor.next() => a,
         };
-        let proxy = proxy.clone();
+        let (proxy, builder, mut shutdown) = (proxy.clone(), builder.clone(), shutdown.clone());
         tokio::spawn(async move {
+            let activity = Activity::new();
+            let busy_from = activity.clone();
             let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(route(&proxy, &req)) }
+                let busy = busy_from.begin();
+                let resp = route(&proxy, &req).map(|body| Tracked::new(body, busy));
+                async move { Ok::<_, Infallible>(resp) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let conn = builder.serve_connection(TokioIo::new(accepted.stream), service);
+            let _ = conn::drive(
+                conn,
+                |c| c.graceful_shutdown(),
+                &activity,
+                deadlines,
+                &mut shutdown,
+            )
+            .await;
+            drop(accepted.slot);
         });
     }
 }

@@ -15,7 +15,9 @@
 //!
 //! Layout: `config` (the data, and the checker from TOML), `route` (host / path → upstream),
 //! `upstream` + `balancer` (a divvy `Balancer` per upstream), `forward` (one request), `pool`
-//! (keep-alive connections to backends), `server` (listeners, reload, shutdown), `admin`
+//! (keep-alive connections to backends), `server` (listeners, reload, shutdown), `listener`
+//! (connection cap, accept back-off), `conn` (a connection's deadlines), `edge` (method, target
+//! and `Host` rules), `admin`
 //! (`/status`, `/metrics`), `health` (active checks), `sticky` (cookie and hash keys), `demo`,
 //! `cli`. See `docs/PROXY.md` for every config field.
 
@@ -31,9 +33,12 @@ pub mod admin;
 pub mod balancer;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod demo;
+pub mod edge;
 pub mod forward;
 pub mod health;
+pub mod listener;
 pub mod pool;
 pub mod route;
 pub mod server;

@@ -1,12 +1,16 @@
 //! Listeners, connections, reload and graceful shutdown.
 //!
+//! Every client connection has a deadline ([`crate::conn`]), the listeners share a connection
+//! cap ([`crate::listener`]), and each request passes [`crate::edge::admit`] before it is routed.
 //! Each accepted connection is served by hyper-util's auto server (HTTP/1.1, or HTTP/2 when the
 //! client opens with the h2c prior-knowledge preface) with upgrades enabled. Shutdown stops the
 //! accept loops, asks every connection to finish its in-flight requests and close (HTTP/1: after
 //! the current response; HTTP/2: GOAWAY), and waits for that up to `shutdown_timeout`.
 
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -15,10 +19,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
+use crate::conn::{self, Activity, Deadlines, Tracked};
+use crate::edge;
 use crate::forward::{self, Metrics, Proxy};
+use crate::listener::{Accepted, Acceptor};
 use crate::route::Table;
 use crate::upstream::Upstream;
 
@@ -68,22 +75,39 @@ pub async fn start(config: Config) -> io::Result<Running> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.client_header_timeout)
-        .max_buf_size(config.max_header_size);
+        // hyper runs this timer from the end of one response to the next head too, so at
+        // `header_timeout` alone it would cut idle keep-alive connections before
+        // `keepalive_timeout`. The connection's own deadline (`conn`) enforces both from accept;
+        // hyper's bounds a slow second head, no later than the idle limit would.
+        .header_read_timeout(config.client_header_timeout.max(config.keepalive_timeout))
+        .max_buf_size(config.max_header_size)
+        .max_headers(config.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(config.max_header_size as u32);
-    let builder = Arc::new(builder);
+    let deadlines = Deadlines {
+        header: config.client_header_timeout,
+        keepalive: config.keepalive_timeout,
+    };
+    let edge = Arc::new(Edge {
+        proxy: proxy.clone(),
+        builder,
+        deadlines,
+        policy: edge::Policy {
+            allow_trace: config.allow_trace,
+        },
+    });
+    // One cap for all client listeners, as nginx's `worker_connections` per worker.
+    let slots = Arc::new(Semaphore::new(config.max_connections));
 
     let mut listen = Vec::with_capacity(config.listen.len());
     for addr in &config.listen {
         let listener = TcpListener::bind(addr).await?;
         listen.push(listener.local_addr()?);
         tokio::spawn(accept_loop(
-            listener,
-            proxy.clone(),
-            builder.clone(),
+            Acceptor::new(listener, slots.clone()),
+            edge.clone(),
             shutdown.subscribe(),
         ));
     }
@@ -97,6 +121,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
             tokio::spawn(crate::admin::serve(
                 listener,
                 proxy.clone(),
+                deadlines,
                 shutdown.subscribe(),
             ));
             Some(local)
@@ -125,7 +150,11 @@ impl Running {
         }
         if old.forwarded != config.forwarded
             || old.client_header_timeout != config.client_header_timeout
+            || old.keepalive_timeout != config.keepalive_timeout
             || old.max_header_size != config.max_header_size
+            || old.max_headers != config.max_headers
+            || old.max_connections != config.max_connections
+            || old.allow_trace != config.allow_trace
         {
             tracing::warn!("forwarded_header and [client] settings change only on restart");
         }
@@ -159,55 +188,63 @@ impl Running {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What every client connection of one proxy shares.
+struct Edge {
     proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+    builder: auto::Builder<TokioExecutor>,
+    deadlines: Deadlines,
+    policy: edge::Policy,
+}
+
+async fn accept_loop(mut acceptor: Acceptor, edge: Arc<Edge>, mut shutdown: watch::Receiver<bool>) {
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = shutdown.changed() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            a = acceptor.next() => a,
         };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            proxy.clone(),
-            builder.clone(),
-            shutdown.clone(),
-        ));
+        let _ = accepted.stream.set_nodelay(true);
+        tokio::spawn(serve_connection(accepted, edge.clone(), shutdown.clone()));
     }
 }
 
 async fn serve_connection(
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    proxy: Arc<Proxy>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    accepted: Accepted,
+    edge: Arc<Edge>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let Accepted { stream, peer, slot } = accepted;
     let client = forward::Peer::new(peer);
-    let service = service_fn(move |req| forward::handle(proxy.clone(), req, client.clone()));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    // `shutdown` is held until the connection ends: `Running::shutdown` waits for every receiver.
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = shutdown.changed() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
+    let activity = Activity::new();
+    let (proxy, policy) = (edge.proxy.clone(), edge.policy);
+    let busy_from = activity.clone();
+    let service = service_fn(move |req| {
+        let busy = busy_from.begin();
+        let (proxy, client) = (proxy.clone(), client.clone());
+        async move {
+            let resp = match edge::admit(req, policy) {
+                Ok(req) => forward::handle(proxy, req, client).await?,
+                Err(refusal) => {
+                    tracing::debug!(peer = %client.addr, %refusal, "request refused");
+                    proxy.metrics.responses[3].fetch_add(1, Relaxed);
+                    refusal.response()
+                }
+            };
+            Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, busy)))
         }
-    };
+    });
+    let conn = edge
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    // `shutdown` is held until the connection ends: `Running::shutdown` waits for every receiver.
+    let result = conn::drive(
+        conn,
+        |c| c.graceful_shutdown(),
+        &activity,
+        edge.deadlines,
+        &mut shutdown,
+    )
+    .await;
+    drop(slot);
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

@@ -132,19 +132,47 @@ impl Checker<'_> {
         }
 
         let mut client_header_timeout = DEFAULT_CLIENT_HEADER_TIMEOUT;
+        let mut keepalive_timeout = DEFAULT_KEEPALIVE_TIMEOUT;
         let mut max_header_size = DEFAULT_MAX_HEADER_SIZE;
+        let mut max_headers = DEFAULT_MAX_HEADERS;
+        let mut max_connections = DEFAULT_MAX_CONNECTIONS;
+        let mut allow_trace = false;
         if let Some((t, _)) = self.table(root, "", "client") {
-            self.keys(t, "client", &["header_timeout", "max_header_size"]);
-            if let Some(d) = self.duration(t, "client", "header_timeout") {
+            self.keys(
+                t,
+                "client",
+                &[
+                    "header_timeout",
+                    "keepalive_timeout",
+                    "max_header_size",
+                    "max_headers",
+                    "max_connections",
+                    "allow_trace",
+                ],
+            );
+            if let Some(d) = self.duration(t, "client", "header_timeout", MAX_TIMEOUT) {
                 client_header_timeout = d;
+            }
+            if let Some(d) = self.duration(t, "client", "keepalive_timeout", MAX_TIMEOUT) {
+                keepalive_timeout = d;
             }
             let (min, max) = (MIN_MAX_HEADER_SIZE as i64, 1 << 20);
             if let Some(n) = self.integer(t, "client", "max_header_size", min, max) {
                 max_header_size = *n.get_ref() as usize;
             }
+            if let Some(n) = self.integer(t, "client", "max_headers", 1, MAX_MAX_HEADERS as i64) {
+                max_headers = *n.get_ref() as usize;
+            }
+            let max = MAX_MAX_CONNECTIONS as i64;
+            if let Some(n) = self.integer(t, "client", "max_connections", 1, max) {
+                max_connections = *n.get_ref() as usize;
+            }
+            if let Some(b) = self.boolean(t, "client", "allow_trace") {
+                allow_trace = b;
+            }
         }
         let shutdown_timeout = self
-            .duration(root, "", "shutdown_timeout")
+            .duration(root, "", "shutdown_timeout", MAX_TIMEOUT)
             .unwrap_or(DEFAULT_SHUTDOWN_TIMEOUT);
         let forwarded = self.boolean(root, "", "forwarded_header").unwrap_or(false);
 
@@ -159,7 +187,16 @@ impl Checker<'_> {
                 }
                 match v.get_ref() {
                     DeValue::Table(u) => {
+                        let before = self.diags.len();
                         if let Some(up) = self.upstream(name.get_ref(), u, &path, v.span()) {
+                            // The balancer is built here by the code `start` and `reload`
+                            // run, so whatever they would refuse (a hash ring over its point
+                            // limit, a set the core rejects) fails the check, with a place.
+                            if self.diags.len() == before {
+                                if let Err(e) = crate::balancer::build(&up) {
+                                    self.error(v.span(), &path, e);
+                                }
+                            }
                             upstreams.push(up);
                         }
                     }
@@ -171,6 +208,10 @@ impl Checker<'_> {
         let hosts = self.hosts(root, top, &upstreams);
 
         Config {
+            keepalive_timeout,
+            max_headers,
+            max_connections,
+            allow_trace,
             listen,
             admin,
             client_header_timeout,
@@ -400,7 +441,7 @@ impl Checker<'_> {
             .integer(t, path, "max_fails", 0, 1000)
             .map_or(DEFAULT_MAX_FAILS, |n| *n.get_ref() as u32);
         let fail_timeout = self
-            .duration(t, path, "fail_timeout")
+            .duration(t, path, "fail_timeout", MAX_TIMEOUT)
             .unwrap_or(DEFAULT_FAIL_TIMEOUT);
         let panic_threshold = self
             .integer(t, path, "panic_threshold", 0, 100)
@@ -409,13 +450,13 @@ impl Checker<'_> {
             .integer(t, path, "retries", 0, 10)
             .map_or(DEFAULT_RETRIES, |n| *n.get_ref() as u32);
         let connect_timeout = self
-            .duration(t, path, "connect_timeout")
+            .duration(t, path, "connect_timeout", MAX_TIMEOUT)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         let response_timeout = self
-            .duration(t, path, "response_timeout")
+            .duration(t, path, "response_timeout", MAX_TIMEOUT)
             .unwrap_or(DEFAULT_RESPONSE_TIMEOUT);
         let read_timeout = self
-            .duration(t, path, "read_timeout")
+            .duration(t, path, "read_timeout", MAX_TIMEOUT)
             .unwrap_or(DEFAULT_READ_TIMEOUT);
         let sticky = self.sticky(t, path);
 
@@ -581,10 +622,10 @@ impl Checker<'_> {
             None => "/".to_owned(),
         };
         let interval = self
-            .duration(h, &path, "interval")
+            .duration(h, &path, "interval", MAX_TIMEOUT)
             .unwrap_or(Duration::from_secs(5));
         let timeout = self
-            .duration(h, &path, "timeout")
+            .duration(h, &path, "timeout", MAX_TIMEOUT)
             .unwrap_or(Duration::from_secs(2));
         let rise = self
             .integer(h, &path, "rise", 1, 100)
@@ -627,7 +668,7 @@ impl Checker<'_> {
             None => "/".to_owned(),
         };
         let max_age = self
-            .duration(s, &path, "max_age")
+            .duration(s, &path, "max_age", MAX_STICKY_AGE)
             .map(|d| d.as_secs().max(1));
         Some(Sticky {
             cookie,

@@ -26,9 +26,19 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// How long a client may take to send a request's headers (nginx `client_header_timeout`).
     pub client_header_timeout: Duration,
+    /// How long an idle keep-alive connection (HTTP/1 between requests, HTTP/2 with no stream
+    /// open) stays open (nginx `keepalive_timeout`).
+    pub keepalive_timeout: Duration,
     /// The largest request head a client may send, in bytes (nginx
     /// `large_client_header_buffers`).
     pub max_header_size: usize,
+    /// The most header fields in one HTTP/1 request head (nginx has only the size limit).
+    pub max_headers: usize,
+    /// The most client connections open at once, over all listeners (nginx
+    /// `worker_connections`); further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Forward `TRACE` requests instead of answering 405 (nginx always answers 405).
+    pub allow_trace: bool,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_timeout: Duration,
     /// Also send the RFC 7239 `Forwarded` header, besides the `X-Forwarded-*` ones.
@@ -174,6 +184,24 @@ pub struct Sticky {
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `large_client_header_buffers 4 8k`.
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
+/// nginx's `keepalive_timeout`.
+pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Header fields per request head: any head of 3 KB or less fits (a field takes at least 5
+/// bytes, `a:b` and CRLF), so nothing nginx accepts at that size is refused. Any value above
+/// hyper's own 100 moves the parse buffer to the heap, about 5 % slower per request head.
+pub const DEFAULT_MAX_HEADERS: usize = 1000;
+/// The largest `max_headers`: a 1 MiB head of minimal fields.
+pub const MAX_MAX_HEADERS: usize = 200_000;
+/// nginx's compiled-in `worker_connections` (its packaged config says 768 or 1024; the proxy
+/// also needs descriptors for backends, so it stays under the usual 1024 limit).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// The largest `max_connections`.
+pub const MAX_MAX_CONNECTIONS: usize = 1 << 20;
+/// The longest timeout, interval or drain in a config: one day. Anything longer is a typo, and
+/// values near `u64::MAX` seconds overflow the runtime's clock arithmetic.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// The longest sticky cookie `max_age`: 400 days, the cap browsers apply (RFC 6265bis).
+pub const MAX_STICKY_AGE: Duration = Duration::from_secs(400 * 24 * 3600);
 /// The smallest head buffer hyper accepts.
 pub const MIN_MAX_HEADER_SIZE: usize = 8 * 1024;
 /// How long a shutdown drains.

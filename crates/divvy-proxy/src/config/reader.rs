@@ -140,15 +140,25 @@ impl<'s> Checker<'s> {
         n.map(|n| Spanned::new(v.span(), n))
     }
 
-    /// A duration: `"500ms"`, `"5s"`, `"2m"`, `"1h"`, or an integer number of seconds (as nginx).
-    /// Zero is rejected: every duration in the config is a timeout or an interval.
-    pub(super) fn duration(&mut self, t: &DeTable<'_>, path: &str, key: &str) -> Option<Duration> {
+    /// A duration: `"500ms"`, `"5s"`, `"2m"`, `"1h"`, or an integer number of seconds (as nginx),
+    /// in `1ms..=max`. Zero is rejected: every duration in the config is a timeout or an
+    /// interval. The upper bound matters as much: the runtime adds these to `Instant`s, and a
+    /// value near `u64::MAX` seconds overflows that arithmetic (a panic per connection, or a
+    /// health task that dies at start).
+    pub(super) fn duration(
+        &mut self,
+        t: &DeTable<'_>,
+        path: &str,
+        key: &str,
+        max: Duration,
+    ) -> Option<Duration> {
         let v = get(t, key)?;
         let field = join(path, key);
         let d = match v.get_ref() {
+            // Seconds beyond what fits in milliseconds are out of every range anyway.
             DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
                 .ok()
-                .map(Duration::from_secs),
+                .map(|n| Duration::from_secs(n.min(u64::MAX / 1000))),
             DeValue::String(s) => parse_duration(s),
             other => {
                 self.type_error(v.span(), &field, "a duration such as \"5s\"", other);
@@ -156,9 +166,18 @@ impl<'s> Checker<'s> {
             }
         };
         match d {
-            Some(d) if !d.is_zero() => Some(d),
-            Some(_) => {
+            Some(d) if !d.is_zero() && d <= max => Some(d),
+            Some(d) if d.is_zero() => {
                 self.error(v.span(), &field, "must be greater than zero");
+                None
+            }
+            Some(d) => {
+                let msg = format!(
+                    "must be at most {}, got {}",
+                    show_duration(max),
+                    show_duration(d)
+                );
+                self.error(v.span(), &field, msg);
                 None
             }
             None => {
@@ -291,4 +310,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(ms))
+}
+
+/// A duration in the config's own units, largest exact unit first (`24h`, `90s`, `250ms`).
+pub(super) fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
 }

@@ -3,7 +3,7 @@
 use crate::support::*;
 
 /// Reads lines from `from` until one contains `needle`, within [`DEADLINE`].
-async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
+pub(crate) async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
     from: &mut tokio::io::Lines<R>,
     needle: &str,
 ) -> String {
@@ -20,7 +20,7 @@ async fn line_with<R: tokio::io::AsyncBufRead + Unpin>(
     .unwrap_or_else(|_| panic!("no line with `{needle}` before the deadline"))
 }
 
-fn listen_addr(line: &str) -> std::net::SocketAddr {
+pub(crate) fn listen_addr(line: &str) -> std::net::SocketAddr {
     line.rsplit("http://")
         .next()
         .unwrap()

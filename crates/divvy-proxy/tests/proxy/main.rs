@@ -4,10 +4,13 @@
 
 mod admin;
 mod check;
+mod check_ranges;
 mod cli;
 mod headers;
+mod hostile;
 mod pool;
 mod reload;
+mod request_rules;
 mod retry;
 mod routing;
 mod servers;
