@@ -61,6 +61,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     let proxy = Arc::new(Proxy {
         table: ArcSwap::from_pointee(table),
         forwarded: config.forwarded,
+        client_body_timeout: config.client_body_timeout,
         metrics: Metrics::default(),
     });
     let (shutdown, _) = watch::channel(false);
@@ -197,6 +198,7 @@ async fn serve_connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let client = forward::Peer::new(peer);
+    let accounting = proxy.clone();
     let service = service_fn(move |req| forward::handle(proxy.clone(), req, client.clone()));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(conn);
@@ -209,6 +211,11 @@ async fn serve_connection(
         }
     };
     if let Err(e) = result {
+        // A head hyper's parser refused was answered (400, 431) by hyper itself, before any
+        // handler: it is accounted here, once.
+        if let Some(h) = e.downcast_ref::<hyper::Error>().filter(|h| h.is_parse()) {
+            forward::rejected(&accounting, peer, h);
+        }
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -6,6 +6,7 @@ mod admin;
 mod check;
 mod cli;
 mod headers;
+mod hostile;
 mod pool;
 mod reload;
 mod retry;
