@@ -1,8 +1,8 @@
 //! Turns the criterion results of `cargo bench` into the Markdown tables of docs/BENCHMARKS.md.
 //!
 //! ```text
-//! DIVVY_BENCH_QUICK=1 cargo bench --bench pick --bench rebuild
-//! cargo run --example bench_table            # or: … -- path/to/target/criterion
+//! DIVVY_BENCH_QUICK=1 cargo bench -p divvy-benches --bench pick --bench rebuild
+//! cargo run -p divvy-benches --bin bench_table            # or: … -- path/to/target/criterion
 //! ```
 //!
 //! Reads every `<criterion dir>/**/new/benchmark.json` with its `estimates.json` and prints
@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     collect(&dir, &mut medians)?;
     if medians.is_empty() {
         return Err(format!(
-            "no criterion results under {}: run `cargo bench --bench pick` first",
+            "no criterion results under {}: run `cargo bench -p divvy-benches --bench pick` first",
             dir.display()
         )
         .into());
@@ -43,11 +43,11 @@ fn criterion_dir() -> Result<PathBuf, Box<dyn Error>> {
     if let Some(home) = env::var_os("CRITERION_HOME") {
         return Ok(home.into());
     }
-    // <target>/<profile>/examples/bench_table: criterion writes to <target>/criterion.
+    // <target>/<profile>/bench_table: criterion writes to <target>/criterion.
     let exe = env::current_exe()?;
     let target = exe
         .ancestors()
-        .nth(3)
+        .nth(2)
         .ok_or("cannot locate the target directory")?;
     Ok(target.join("criterion"))
 }
