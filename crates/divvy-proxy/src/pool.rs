@@ -157,7 +157,7 @@ impl Pool {
 impl Lease {
     /// Returns the connection to the pool: call once the response has been read to its end.
     /// The oldest idle connection of the backend is closed if it has been idle too long or the
-    /// backend already has [`MAX_IDLE_PER_BACKEND`] idle ones.
+    /// backend already has `MAX_IDLE_PER_BACKEND` idle ones.
     pub fn release(self) {
         if self.sender.is_closed() {
             return;

@@ -68,6 +68,7 @@ pub async fn start(config: Config) -> io::Result<Running> {
     let proxy = Arc::new(Proxy {
         table: ArcSwap::from_pointee(table),
         forwarded: config.forwarded,
+        client_body_timeout: config.client_body_timeout,
         metrics: Metrics::default(),
     });
     let (shutdown, _) = watch::channel(false);
@@ -214,6 +215,7 @@ async fn serve_connection(
 ) {
     let Accepted { stream, peer, slot } = accepted;
     let client = forward::Peer::new(peer);
+    let accounting = edge.proxy.clone();
     let activity = Activity::new();
     let (proxy, policy) = (edge.proxy.clone(), edge.policy);
     let busy_from = activity.clone();
@@ -246,6 +248,11 @@ async fn serve_connection(
     .await;
     drop(slot);
     if let Err(e) = result {
+        // A head hyper's parser refused was answered (400, 431) by hyper itself, before any
+        // handler: it is accounted here, once.
+        if let Some(h) = e.downcast_ref::<hyper::Error>().filter(|h| h.is_parse()) {
+            forward::rejected(&accounting, peer, h);
+        }
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

@@ -1,102 +1,134 @@
-//! Request keys: the sticky cookie and the hash key of `strategy = "hash"`.
+//! Request keys: the sticky cookie and the hash key of `strategy = "hash"`, read with
+//! divvy-tower's extractors so that the proxy and the tower middleware agree byte for byte.
 //!
 //! The sticky cookie carries the chosen backend's [`Backend::key`](divvy::Backend::key) as 16 hex
-//! digits: an opaque, stable token that names the backend in every proxy instance without
-//! revealing its address.
+//! digits ([`StickyCookie`]): an opaque, stable token that names the backend in every proxy
+//! instance (and every divvy-tower service) without revealing its address.
 
-use std::borrow::Cow;
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderValue};
-use http::request::Parts;
+use divvy::Backend;
+use divvy_tower::extract::{
+    CookieKey, Extract, HeaderKey, PathAndQueryKey, QueryKey, StickyCookie,
+};
+use http::header::HeaderValue;
+use http::Request;
 
-use crate::config::{HashKey, Sticky};
+use crate::config::{self, HashKey};
 
-/// The backend key a request's sticky cookie names, if it carries a well-formed one.
-pub fn read(headers: &HeaderMap, name: &str) -> Option<u64> {
-    let value = cookie(headers, name)?;
-    if value.len() != 16 {
-        return None;
+/// The request keys one upstream reads, built once from its config.
+#[derive(Clone, Debug, Default)]
+pub struct Keys {
+    hash: Option<HashReader>,
+    sticky: Option<StickyCookie>,
+}
+
+#[derive(Clone, Debug)]
+enum HashReader {
+    Header(HeaderKey),
+    Cookie(CookieKey),
+    Query(QueryKey),
+    Uri,
+    /// The client's address as text, as nginx's `hash $remote_addr`.
+    ClientIp,
+}
+
+impl Keys {
+    /// The keys `up` asks for: its `[hash]` key and its `[sticky]` cookie.
+    pub fn new(up: &config::Upstream) -> Keys {
+        let hash = up.hash.as_ref().map(|h| match &h.key {
+            HashKey::Header(name) => HashReader::Header(HeaderKey::new(name.clone())),
+            HashKey::Cookie(name) => HashReader::Cookie(CookieKey::new(name.as_str())),
+            HashKey::Query(name) => HashReader::Query(QueryKey::new(name.as_str())),
+            HashKey::Uri => HashReader::Uri,
+            HashKey::ClientIp => HashReader::ClientIp,
+        });
+        let sticky = up.sticky.as_ref().map(|s| {
+            let mut attributes = format!("Path={}; HttpOnly; SameSite=Lax", s.path);
+            if let Some(age) = s.max_age {
+                attributes.push_str(&format!("; Max-Age={age}"));
+            }
+            StickyCookie::new(s.cookie.as_str()).attributes(attributes)
+        });
+        Keys { hash, sticky }
     }
-    u64::from_str_radix(value, 16).ok()
-}
 
-/// The `Set-Cookie` value that pins a client to the backend with `key`.
-pub fn set_cookie(s: &Sticky, key: u64) -> HeaderValue {
-    let mut v = format!(
-        "{}={key:016x}; Path={}; HttpOnly; SameSite=Lax",
-        s.cookie, s.path
-    );
-    if let Some(age) = s.max_age {
-        v.push_str(&format!("; Max-Age={age}"));
+    /// The bytes `strategy = "hash"` hashes for this request; `None` when the request lacks the
+    /// property (the strategy then picks as it does without a key). Owned, because the request
+    /// is taken apart before the pick.
+    pub fn hash_key<B>(&self, req: &Request<B>, client: IpAddr) -> Option<Vec<u8>> {
+        let key = match self.hash.as_ref()? {
+            HashReader::Header(k) => k.extract(req),
+            HashReader::Cookie(k) => k.extract(req),
+            HashReader::Query(k) => k.extract(req),
+            HashReader::Uri => PathAndQueryKey.extract(req),
+            HashReader::ClientIp => return Some(client.to_string().into_bytes()),
+        };
+        key.get_key().map(<[u8]>::to_vec)
     }
-    // Cookie name and path were checked to be tokens / `;`-free, so this cannot fail.
-    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
 
-/// The first value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
-}
+    /// The backend key the request's sticky cookie names, if sticky sessions are on and it
+    /// carries a well-formed one.
+    pub fn pinned<B>(&self, req: &Request<B>) -> Option<u64> {
+        self.sticky.as_ref()?.sticky(req)
+    }
 
-/// The bytes `strategy = "hash"` hashes for this request; `None` when the request lacks the
-/// property (the strategy then picks as it does without a key).
-pub fn hash_key<'a>(key: &HashKey, parts: &'a Parts, client: IpAddr) -> Option<Cow<'a, [u8]>> {
-    match key {
-        HashKey::Header(name) => parts.headers.get(name).map(|v| Cow::Borrowed(v.as_bytes())),
-        HashKey::Cookie(name) => cookie(&parts.headers, name).map(|v| Cow::Borrowed(v.as_bytes())),
-        HashKey::Query(name) => parts.uri.query().and_then(|q| {
-            q.split('&')
-                .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| Cow::Borrowed(v.as_bytes()))
-        }),
-        HashKey::Uri => Some(Cow::Borrowed(
-            parts
-                .uri
-                .path_and_query()
-                .map_or(parts.uri.path(), |pq| pq.as_str())
-                .as_bytes(),
-        )),
-        HashKey::ClientIp => Some(Cow::Owned(client.to_string().into_bytes())),
+    /// The `Set-Cookie` value that pins a client to `backend`, if sticky sessions are on.
+    pub fn set_cookie(&self, backend: &Backend) -> Option<HeaderValue> {
+        Some(self.sticky.as_ref()?.set_cookie(backend))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Sticky;
+
+    fn sticky_upstream() -> config::Upstream {
+        let toml = "listen = [\"127.0.0.1:0\"]\n[[host]]\ndefault = true\nupstream = \"app\"\n\
+                    [upstream.app]\n[upstream.app.sticky]\ncookie = \"lb\"\nmax_age = \"1h\"\n\
+                    [[upstream.app.server]]\naddress = \"127.0.0.1:1\"\n";
+        let mut c = config::parse(toml, "t.toml").unwrap();
+        c.upstreams.remove(0)
+    }
 
     #[test]
     fn the_sticky_cookie_round_trips_through_set_cookie_and_cookie() {
-        let s = Sticky {
-            cookie: "lb".into(),
-            path: "/".into(),
-            max_age: None,
-        };
-        let set = set_cookie(&s, 0x00ab_cdef_0123_4567);
-        let pair = set.to_str().unwrap().split(';').next().unwrap().to_owned();
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_str(&format!("a=1; {pair}")).unwrap(),
+        let up = sticky_upstream();
+        assert_eq!(
+            up.sticky,
+            Some(Sticky {
+                cookie: "lb".into(),
+                path: "/".into(),
+                max_age: Some(3600),
+            })
         );
-        assert_eq!(read(&h, "lb"), Some(0x00ab_cdef_0123_4567));
+        let keys = Keys::new(&up);
+        let backend = Backend::new("127.0.0.1:8081");
+        let set = keys.set_cookie(&backend).unwrap();
+        let set = set.to_str().unwrap();
+        assert_eq!(
+            set,
+            format!(
+                "lb={:016x}; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600",
+                backend.key()
+            )
+        );
+        let pair = set.split(';').next().unwrap();
+        let req = Request::get("/")
+            .header("cookie", format!("a=1; {pair}"))
+            .body(())
+            .unwrap();
+        assert_eq!(keys.pinned(&req), Some(backend.key()));
     }
 
     #[test]
     fn a_malformed_sticky_cookie_is_ignored() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("lb=127.0.0.1:8081"),
-        );
-        assert_eq!(read(&h, "lb"), None);
+        let keys = Keys::new(&sticky_upstream());
+        let req = Request::get("/")
+            .header("cookie", "lb=127.0.0.1:8081")
+            .body(())
+            .unwrap();
+        assert_eq!(keys.pinned(&req), None);
     }
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use crate::balancer::{self, Lb};
 use crate::config;
 use crate::pool::Pool;
+use crate::sticky::Keys;
+use divvy_tower::HttpClassify;
 
 /// An upstream as the proxy runs it.
 pub struct Upstream {
@@ -18,6 +20,10 @@ pub struct Upstream {
     pub lb: Arc<Lb>,
     /// Its keep-alive connections to the backends.
     pub pool: Arc<Pool>,
+    /// The hash key and sticky cookie its requests carry.
+    pub keys: Keys,
+    /// Which response statuses count against a backend (`next_upstream`'s 5xx and 429).
+    pub classify: HttpClassify,
     /// Active health checks, stopped when the last upstream sharing them is dropped.
     checks: Option<Arc<crate::health::Checks>>,
 }
@@ -122,6 +128,8 @@ impl Plan {
             }),
         };
         Arc::new(Upstream {
+            keys: Keys::new(&self.config),
+            classify: HttpClassify::statuses(self.config.next_upstream.failing_statuses()),
             config: self.config,
             lb,
             pool: self.pool,

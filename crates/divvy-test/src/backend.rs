@@ -32,7 +32,8 @@ pub struct Seen {
 /// (every connection closed) and restarted on the same port.
 ///
 /// Paths it knows: `/healthz` answers `ok` without counting a hit; `/ws` upgrades and echoes
-/// every byte; `/echo` answers with the request body; anything else answers with the name, an
+/// every byte; `/echo` answers with the request body; `/status/NNN` answers status NNN (an
+/// application error on one URL); anything else answers with the name, an
 /// `x-backend` header and hop-by-hop headers a proxy must strip.
 pub struct TestBackend {
     /// The name it answers with.
@@ -126,6 +127,14 @@ impl TestBackend {
                 .header("connection", "upgrade")
                 .header("upgrade", "echo")
                 .body(Full::default())
+                .unwrap();
+        }
+        if let Some(code) = req.uri().path().strip_prefix("/status/") {
+            let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok());
+            return Response::builder()
+                .status(status.unwrap_or(StatusCode::BAD_REQUEST))
+                .header("x-backend", &self.name)
+                .body(Full::new(Bytes::from(self.name.clone())))
                 .unwrap();
         }
         if req.uri().path() == "/echo" {

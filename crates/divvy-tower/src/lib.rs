@@ -36,7 +36,7 @@
 //! |---|---|
 //! | [`balance`] | [`Balance`], [`BalanceLayer`], [`MakeEndpoint`]: the middleware |
 //! | [`extract`] | what a request tells the strategy: client IP, header, cookie, path, sticky cookie |
-//! | [`classify`] | which outcomes are failures (default: transport errors and 5xx) |
+//! | [`classify`] | which outcomes are failures (default, as nginx: transport errors and invalid responses only; Envoy's `consecutive_5xx` on request) |
 //! | [`track`] | how long a request holds its backend (HTTP: until the body ends) |
 //! | [`retry`] | retries on another backend, as a tower retry policy |
 //! | [`endpoint`] | one shared HTTP client pointed at each backend |

@@ -40,6 +40,16 @@ use tower::BoxError;
 use crate::error::{BackendFailed, NoBackendAvailable};
 use crate::track::PickBody;
 
+/// Whether `method` is idempotent (RFC 9110 §9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE),
+/// so that a request sent once may be sent again to another backend. nginx (since 1.9.13) and
+/// [`RetryPolicy`] retry only these after a request was sent.
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
 /// The most tries a request can make, counting the first.
 pub const MAX_TRIES: usize = 16;
 
@@ -176,16 +186,7 @@ impl<Rb> RetryPolicy<Rb> {
     }
 
     fn replayable(&self, method: &Method) -> bool {
-        self.any_method
-            || matches!(
-                *method,
-                Method::GET
-                    | Method::HEAD
-                    | Method::OPTIONS
-                    | Method::PUT
-                    | Method::DELETE
-                    | Method::TRACE
-            )
+        self.any_method || is_idempotent(method)
     }
 }
 

@@ -137,6 +137,7 @@ impl Checker<'_> {
         let mut max_headers = DEFAULT_MAX_HEADERS;
         let mut max_connections = DEFAULT_MAX_CONNECTIONS;
         let mut allow_trace = false;
+        let mut client_body_timeout = DEFAULT_CLIENT_BODY_TIMEOUT;
         if let Some((t, _)) = self.table(root, "", "client") {
             self.keys(
                 t,
@@ -148,8 +149,12 @@ impl Checker<'_> {
                     "max_headers",
                     "max_connections",
                     "allow_trace",
+                    "body_timeout",
                 ],
             );
+            if let Some(d) = self.duration(t, "client", "body_timeout", MAX_TIMEOUT) {
+                client_body_timeout = d;
+            }
             if let Some(d) = self.duration(t, "client", "header_timeout", MAX_TIMEOUT) {
                 client_header_timeout = d;
             }
@@ -215,6 +220,7 @@ impl Checker<'_> {
             listen,
             admin,
             client_header_timeout,
+            client_body_timeout,
             max_header_size,
             shutdown_timeout,
             forwarded,
@@ -385,6 +391,7 @@ impl Checker<'_> {
                 "fail_timeout",
                 "panic_threshold",
                 "retries",
+                "next_upstream",
                 "connect_timeout",
                 "response_timeout",
                 "read_timeout",
@@ -449,6 +456,7 @@ impl Checker<'_> {
         let retries = self
             .integer(t, path, "retries", 0, 10)
             .map_or(DEFAULT_RETRIES, |n| *n.get_ref() as u32);
+        let next_upstream = self.next_upstream(t, path);
         let connect_timeout = self
             .duration(t, path, "connect_timeout", MAX_TIMEOUT)
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
@@ -471,11 +479,49 @@ impl Checker<'_> {
             fail_timeout,
             panic_threshold,
             retries,
+            next_upstream,
             connect_timeout,
             response_timeout,
             read_timeout,
             sticky,
         })
+    }
+
+    /// nginx's `proxy_next_upstream` list; `error` and `timeout` when absent, as nginx.
+    fn next_upstream(&mut self, t: &DeTable<'_>, path: &str) -> NextUpstream {
+        let Some(items) = self.strings(t, path, "next_upstream") else {
+            return NextUpstream::default();
+        };
+        let field = join(path, "next_upstream");
+        let mut next = NextUpstream::off();
+        for item in &items {
+            let name = item.get_ref().as_str();
+            match name {
+                "error" => next.error = true,
+                "timeout" => next.timeout = true,
+                "invalid_header" => next.invalid_header = true,
+                "non_idempotent" => next.non_idempotent = true,
+                "off" if items.len() > 1 => {
+                    self.error(
+                        item.span(),
+                        &field,
+                        "`off` cannot be combined with other conditions",
+                    );
+                }
+                "off" => {}
+                _ => match NextUpstream::status(name) {
+                    Some(status) => next.statuses.push(status),
+                    None => {
+                        let msg = format!(
+                            "unknown condition `{name}` (expected one of: {})",
+                            NextUpstream::NAMES.join(", ")
+                        );
+                        self.error(item.span(), &field, msg);
+                    }
+                },
+            }
+        }
+        next
     }
 
     fn hash(&mut self, t: &DeTable<'_>, path: &str) -> Option<HashConfig> {

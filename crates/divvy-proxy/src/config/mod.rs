@@ -29,6 +29,9 @@ pub struct Config {
     /// How long an idle keep-alive connection (HTTP/1 between requests, HTTP/2 with no stream
     /// open) stays open (nginx `keepalive_timeout`).
     pub keepalive_timeout: Duration,
+    /// Longest pause between two reads of a request body (nginx `client_body_timeout`); a
+    /// client that is slower gets 408 and its backend is not blamed.
+    pub client_body_timeout: Duration,
     /// The largest request head a client may send, in bytes (nginx
     /// `large_client_header_buffers`).
     pub max_header_size: usize,
@@ -99,6 +102,9 @@ pub struct Upstream {
     pub panic_threshold: u32,
     /// Further tries on other servers after a failed one.
     pub retries: u32,
+    /// Which failures pass a request on to the next server, and which statuses count against a
+    /// server (nginx `proxy_next_upstream`).
+    pub next_upstream: NextUpstream,
     /// Upstream connect timeout (nginx `proxy_connect_timeout`).
     pub connect_timeout: Duration,
     /// Time from sending a request to receiving the response head (nginx `proxy_read_timeout`
@@ -108,6 +114,88 @@ pub struct Upstream {
     pub read_timeout: Duration,
     /// Sticky sessions by cookie; off when `None`.
     pub sticky: Option<Sticky>,
+}
+
+/// nginx's `proxy_next_upstream`: when a failed try passes the request on to another server,
+/// and which answers count against a server's passive health.
+///
+/// As nginx: a connect error, a timeout and an invalid response (`error`, `timeout`,
+/// `invalid_header`) always count against the server, listed or not; they only decide
+/// whether the request is retried. A listed 500, 502, 503, 504 or 429 is retried *and* counts;
+/// a listed 403 or 404 is retried and never counts. A status not listed is the application's
+/// answer: relayed, and the server stays healthy. What the client did (aborted, sent an invalid
+/// or too slow body) never counts and is never retried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextUpstream {
+    /// `error`: retry after a connection error or reset.
+    pub error: bool,
+    /// `timeout`: retry after a connect or response timeout.
+    pub timeout: bool,
+    /// `invalid_header`: retry after a response that is not valid HTTP.
+    pub invalid_header: bool,
+    /// `http_NNN`: retry after these statuses (the 5xx and 429 among them also count as failures).
+    pub statuses: Vec<http::StatusCode>,
+    /// `non_idempotent`: also retry POST, PATCH… once they were sent (nginx never does by default).
+    pub non_idempotent: bool,
+}
+
+impl Default for NextUpstream {
+    /// nginx's default, `proxy_next_upstream error timeout`.
+    fn default() -> Self {
+        NextUpstream {
+            error: true,
+            timeout: true,
+            ..NextUpstream::off()
+        }
+    }
+}
+
+impl NextUpstream {
+    /// Every condition `next_upstream` accepts, as nginx spells them.
+    pub const NAMES: [&'static str; 12] = [
+        "error",
+        "timeout",
+        "invalid_header",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+        "http_403",
+        "http_404",
+        "http_429",
+        "non_idempotent",
+        "off",
+    ];
+
+    /// `off`: never retry.
+    pub fn off() -> Self {
+        NextUpstream {
+            error: false,
+            timeout: false,
+            invalid_header: false,
+            statuses: Vec::new(),
+            non_idempotent: false,
+        }
+    }
+
+    /// The status an `http_NNN` condition names, if nginx has that condition.
+    pub fn status(condition: &str) -> Option<http::StatusCode> {
+        let code: u16 = condition.strip_prefix("http_")?.parse().ok()?;
+        if matches!(code, 500 | 502 | 503 | 504 | 403 | 404 | 429) {
+            http::StatusCode::from_u16(code).ok()
+        } else {
+            None
+        }
+    }
+
+    /// The statuses that count against a server: the listed 5xx and 429 (nginx never counts 403
+    /// and 404).
+    pub fn failing_statuses(&self) -> impl Iterator<Item = http::StatusCode> + '_ {
+        self.statuses
+            .iter()
+            .copied()
+            .filter(|s| s.is_server_error() || *s == http::StatusCode::TOO_MANY_REQUESTS)
+    }
 }
 
 /// Where the hash key of `strategy = "ketama"` or `"maglev"` comes from.
@@ -182,6 +270,8 @@ pub struct Sticky {
 
 /// nginx's `client_header_timeout`.
 pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's `client_body_timeout`.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx's `large_client_header_buffers 4 8k`.
 pub const DEFAULT_MAX_HEADER_SIZE: usize = 32 * 1024;
 /// nginx's `keepalive_timeout`.

@@ -1,4 +1,9 @@
-//! The request and response bodies the proxy streams, never buffered whole.
+//! The response body the proxy streams back, never buffered whole.
+//!
+//! It carries its request's [`Completion`]: the request counts in flight to its backend until
+//! the body ends, and its outcome is reported exactly once. A body that breaks or stalls after
+//! a good head turns the head's pending success into one failure; a body the client stops
+//! reading (it went away) leaves the success standing, since the backend did its job.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -7,52 +12,12 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use divvy::Pick;
+use divvy_tower::track::Completion;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use crate::pool::Lease;
-
-// === bodies ===
-
-/// A request body on its way upstream: nothing (replayable on retry) or the client's stream.
-#[derive(Debug)]
-pub enum ReqBody {
-    /// No body.
-    Empty,
-    /// The client's body, streamed.
-    Stream(Incoming),
-}
-
-impl Body for ReqBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            ReqBody::Empty => Poll::Ready(None),
-            ReqBody::Stream(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ReqBody::Empty => true,
-            ReqBody::Stream(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            ReqBody::Empty => SizeHint::with_exact(0),
-            ReqBody::Stream(b) => b.size_hint(),
-        }
-    }
-}
 
 /// A response body on its way to the client.
 pub struct ProxyBody {
@@ -73,8 +38,8 @@ enum Inner {
     Full(Option<Bytes>),
     Upstream {
         body: Incoming,
-        /// In flight until the body ends.
-        pick: Option<Pick>,
+        /// In flight until the body ends; reports the outcome once.
+        completion: Option<Completion>,
         /// The backend connection, back to the pool once the body has ended.
         lease: Option<Lease>,
         idle: Duration,
@@ -98,11 +63,16 @@ impl ProxyBody {
         }
     }
 
-    pub(super) fn upstream(body: Incoming, pick: Pick, lease: Lease, idle: Duration) -> Self {
+    pub(super) fn upstream(
+        body: Incoming,
+        completion: Completion,
+        lease: Lease,
+        idle: Duration,
+    ) -> Self {
         ProxyBody {
             inner: Inner::Upstream {
                 body,
-                pick: Some(pick),
+                completion: Some(completion),
                 lease: Some(lease),
                 idle,
                 timer: None,
@@ -138,7 +108,7 @@ impl Body for ProxyBody {
             Inner::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Inner::Upstream {
                 body,
-                pick,
+                completion,
                 lease,
                 idle,
                 timer,
@@ -151,8 +121,8 @@ impl Body for ProxyBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     lease.take();
-                    if let Some(p) = pick.take() {
-                        p.failure();
+                    if let Some(c) = completion.take() {
+                        c.fail();
                     }
                     Poll::Ready(Some(Err(e.into())))
                 }
@@ -160,18 +130,18 @@ impl Body for ProxyBody {
                     if let Some(l) = lease.take() {
                         l.release();
                     }
-                    pick.take();
+                    completion.take();
                     Poll::Ready(None)
                 }
                 Poll::Pending => {
-                    if pick.is_none() {
+                    if completion.is_none() {
                         return Poll::Pending;
                     }
                     let t = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(*idle)));
                     if t.as_mut().poll(cx).is_ready() {
                         lease.take();
-                        if let Some(p) = pick.take() {
-                            p.failure();
+                        if let Some(c) = completion.take() {
+                            c.fail();
                         }
                         return Poll::Ready(Some(Err("upstream read timed out".into())));
                     }

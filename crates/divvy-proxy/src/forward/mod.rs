@@ -1,13 +1,16 @@
 //! Forwarding one request: route, pick, rewrite headers, send, retry, stream the answer back.
 //!
-//! Bodies stream both ways and are never buffered whole. The [`Pick`] guard travels inside the
-//! response body, so a backend counts a request in flight until the last byte has been relayed.
+//! Bodies stream both ways and are never buffered whole. The pick's
+//! [`Completion`](divvy_tower::track::Completion) travels inside the response body, so a backend
+//! counts a request in flight until the last byte has been relayed, and the request's outcome is
+//! reported exactly once. Only what is the backend's fault counts against it: what the client
+//! does wrong ([`ClientFault`]) is answered 400 / 408 / 499 and never retried.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -17,12 +20,16 @@ use hyper::body::Incoming;
 
 use crate::route::{request_host, Table};
 
+mod account;
 mod attempt;
 use attempt::forward;
 mod body;
+mod client;
 mod headers;
 
-pub use body::{ProxyBody, ReqBody};
+pub use account::{rejected, Route};
+pub use body::ProxyBody;
+pub use client::{ClientFault, ReqBody, CLIENT_CLOSED_REQUEST};
 pub use headers::strip_hop_by_hop;
 
 /// State shared by every connection: the routing table and counters.
@@ -31,6 +38,8 @@ pub struct Proxy {
     pub table: ArcSwap<Table>,
     /// Send the RFC 7239 `Forwarded` header.
     pub forwarded: bool,
+    /// Longest pause between two reads of a request body (nginx `client_body_timeout`).
+    pub client_body_timeout: Duration,
     /// Proxy-wide counters.
     pub metrics: Metrics,
 }
@@ -45,14 +54,15 @@ impl std::fmt::Debug for Proxy {
     }
 }
 
-/// Proxy-wide counters, for `/metrics`.
+/// Proxy-wide counters, for `/metrics`. Every request is counted once in `responses`, including
+/// requests the client abandoned (499, in 4xx) and heads hyper's parser refused (400, 431).
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Responses by status class: 1xx … 5xx.
     pub responses: [AtomicU64; 5],
     /// Tries beyond the first.
     pub retries: AtomicU64,
-    /// Requests in progress.
+    /// Requests in progress (back down when a request ends, however it ends).
     pub in_flight: AtomicU64,
 }
 
@@ -81,39 +91,12 @@ pub async fn handle(
     req: Request<Incoming>,
     peer: Peer,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    proxy.metrics.in_flight.fetch_add(1, Relaxed);
-    let (mut parts, body) = req.into_parts();
-    // Cheap clones (shared bytes), so that the host can be borrowed while `parts` changes.
-    let authority = parts.uri.authority().cloned();
-    let host_header = parts.headers.get(header::HOST).cloned();
-    let host = request_host(authority.as_ref(), host_header.as_ref());
-    // Kept for the access log only when it is on: with it filtered out, nothing is copied.
-    let logged = tracing::enabled!(target: "access", tracing::Level::INFO).then(|| {
-        (
-            Instant::now(),
-            parts.method.clone(),
-            parts.uri.path().to_owned(),
-        )
-    });
-    let (resp, upstream, backend, tries) =
-        forward(&proxy, &mut parts, body, host.as_deref(), &peer).await;
-    proxy.metrics.in_flight.fetch_sub(1, Relaxed);
-    let class = (resp.status().as_u16() / 100).clamp(1, 5) as usize - 1;
-    proxy.metrics.responses[class].fetch_add(1, Relaxed);
-    if let Some((started, method, path)) = logged {
-        tracing::info!(
-            target: "access",
-            client = %peer.addr.ip(),
-            %method,
-            host = host.as_deref().unwrap_or("-"),
-            %path,
-            status = resp.status().as_u16(),
-            upstream = upstream.as_ref().map_or("-", |u| u.name()),
-            backend = backend.as_deref().unwrap_or("-"),
-            tries,
-            ms = started.elapsed().as_millis() as u64,
-        );
-    }
+    let host = request_host(req.uri().authority(), req.headers().get(header::HOST))
+        .map(std::borrow::Cow::into_owned);
+    // Closed when dropped: after the response below, or mid-await if the client leaves first.
+    let mut entry = account::Entry::open(proxy, peer.addr, host, req.method(), req.uri().path());
+    let resp = forward(&mut entry, req, &peer).await;
+    entry.respond(resp.status());
     Ok(resp)
 }
 

@@ -149,3 +149,40 @@ fn the_check_flag_exits_non_zero_with_every_error_and_zero_with_ok() {
     assert_eq!(String::from_utf8(out.stdout).unwrap(), "ok\n");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn check_reports_unknown_next_upstream_conditions_and_off_with_others() {
+    let src = r#"listen = "127.0.0.1:8080"
+[[host]]
+default = true
+upstream = "app"
+[upstream.app]
+next_upstream = ["error", "http_418", "off"]
+[[upstream.app.server]]
+address = "127.0.0.1:8081"
+"#;
+    assert_eq!(
+        diagnostics(src),
+        vec![
+            "test.toml:6:27: upstream.app.next_upstream: unknown condition `http_418` (expected one of: error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent, off)".to_owned(),
+            "test.toml:6:39: upstream.app.next_upstream: `off` cannot be combined with other conditions".to_owned(),
+        ]
+    );
+    let ok = src.replace(
+        r#"["error", "http_418", "off"]"#,
+        r#"["error", "http_503", "non_idempotent"]"#,
+    );
+    let config = divvy_proxy::config::parse(&ok, "test.toml").unwrap();
+    let next = &config.upstreams[0].next_upstream;
+    assert!(next.error && !next.timeout && next.non_idempotent);
+    assert_eq!(next.statuses, vec![http::StatusCode::SERVICE_UNAVAILABLE]);
+    let absent = divvy_proxy::config::parse(
+        &src.replace("next_upstream = [\"error\", \"http_418\", \"off\"]\n", ""),
+        "test.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        absent.upstreams[0].next_upstream,
+        divvy_proxy::config::NextUpstream::default()
+    );
+}

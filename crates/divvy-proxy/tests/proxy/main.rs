@@ -8,6 +8,7 @@ mod check_ranges;
 mod cli;
 mod headers;
 mod hostile;
+mod idle_sockets;
 mod pool;
 mod reload;
 mod request_rules;

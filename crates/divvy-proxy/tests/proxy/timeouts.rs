@@ -1,4 +1,5 @@
-//! Timeouts: connect / response (504 vs 502), stalled response bodies, slow client headers.
+//! Timeouts: connect / response (504 vs 502), stalled and broken response bodies (one outcome
+//! each), slow client headers.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -81,8 +82,9 @@ async fn a_backend_counts_in_flight_until_its_body_ends_and_a_stalled_body_is_cu
         .unwrap()
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    // The head arrived and was reported a success; the body has not ended, so it is in flight.
-    assert_eq!(stats(&p), (1, 1, 0));
+    // The head arrived and looked fine, but its success waits for the body: the request is in
+    // flight and no outcome is recorded yet.
+    assert_eq!(stats(&p), (1, 0, 0));
     let body = tokio::time::timeout(DEADLINE, http_body_util::BodyExt::collect(resp.into_body()))
         .await
         .expect("the proxy cuts the stalled body before the deadline");
@@ -91,8 +93,57 @@ async fn a_backend_counts_in_flight_until_its_body_ends_and_a_stalled_body_is_cu
         stats(&p).0 == 0
     })
     .await;
-    assert_eq!(stats(&p), (0, 1, 1));
+    // Exactly one outcome for the request: the cut body's failure, no success.
+    assert_eq!(stats(&p), (0, 0, 1));
     stall.abort();
+}
+
+#[tokio::test]
+async fn a_body_that_breaks_after_a_200_head_records_one_failure_and_no_success() {
+    // A raw backend that sends a 200 head and part of the body, then closes the connection.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let broken = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await.unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+            .await
+            .unwrap();
+        drop(s);
+    });
+    let toml = format!(
+        "listen = [\"127.0.0.1:0\"]\n[[host]]\ndefault = true\nupstream = \"app\"\n\
+         [upstream.app]\nretries = 0\nmax_fails = 0\n\
+         [[upstream.app.server]]\naddress = \"{backend}\"\n"
+    );
+    let p = proxy(&toml).await;
+    let req = Request::get(format!("http://{}/", p.listen[0]))
+        .body(Full::default())
+        .unwrap();
+    let resp = tokio::time::timeout(DEADLINE, client().request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = tokio::time::timeout(DEADLINE, http_body_util::BodyExt::collect(resp.into_body()))
+        .await
+        .expect("the broken body ends before the deadline");
+    assert!(
+        body.is_err(),
+        "a broken body is an error, not a short success"
+    );
+    let stats = || {
+        let t = p.proxy.table.load();
+        let s = t.upstream("app").unwrap().lb.stats();
+        (s[0].in_flight, s[0].successes, s[0].failures)
+    };
+    eventually("the request is no longer in flight", || async {
+        stats().0 == 0
+    })
+    .await;
+    assert_eq!(stats(), (0, 0, 1));
+    broken.await.unwrap();
 }
 
 #[tokio::test]

@@ -177,6 +177,37 @@ impl<B> Extract<http::Request<B>> for PathAndQueryKey {
     }
 }
 
+/// Hash key = the raw (undecoded) value of a query parameter (nginx's `$arg_NAME`); no key when
+/// the parameter is absent. A parameter without `=` has the empty value; the first occurrence
+/// wins.
+#[derive(Clone, Debug)]
+pub struct QueryKey {
+    name: Arc<str>,
+}
+
+impl QueryKey {
+    /// Hashes on the query parameter `name`.
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
+        QueryKey { name: name.into() }
+    }
+}
+
+impl<B> Extract<http::Request<B>> for QueryKey {
+    #[inline]
+    fn extract<'r>(&'r self, request: &'r http::Request<B>) -> RequestKey<'r> {
+        let value = request.uri().query().and_then(|q| {
+            q.split('&')
+                .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+                .find(|(k, _)| *k == &*self.name)
+                .map(|(_, v)| v)
+        });
+        match value {
+            Some(v) => RequestKey::new().key(v.as_bytes()),
+            None => RequestKey::new(),
+        }
+    }
+}
+
 /// The value of cookie `name` in the request's `Cookie` headers (RFC 6265 `name=value; …`,
 /// possibly split over several headers by HTTP/2), without surrounding quotes.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
@@ -250,6 +281,19 @@ mod tests {
             PathAndQueryKey.extract(&req).get_key(),
             Some(&b"/a/b?c=1"[..])
         );
+    }
+
+    #[test]
+    fn a_query_key_is_the_first_raw_value_and_a_bare_name_is_empty() {
+        let q = QueryKey::new("u");
+        let req = |uri: &str| http::Request::get(uri).body(()).unwrap();
+        assert_eq!(
+            q.extract(&req("/p?a=1&u=x%20y&u=2")).get_key(),
+            Some(&b"x%20y"[..])
+        );
+        assert_eq!(q.extract(&req("/p?a=1&u")).get_key(), Some(&b""[..]));
+        assert_eq!(q.extract(&req("/p?uu=1")).get_key(), None);
+        assert_eq!(q.extract(&req("/p")).get_key(), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! | [`CookieKey`] | hash key = a cookie's value | `hash $cookie_session consistent` |
 //! | [`StickyCookie`] | sticky target from a cookie divvy set | nginx Plus `sticky cookie` |
 //! | [`PathKey`] / [`PathAndQueryKey`] | hash key = path (and query) | `hash $uri` / `hash $request_uri` |
+//! | [`QueryKey`] | hash key = a query parameter's raw value | `hash $arg_user consistent` |
 //! | [`extract_fn`] | anything a closure returns | `hash $anything` |
 //! | `()` | nothing | — |
 //!
@@ -41,7 +42,7 @@ mod client_ip;
 mod http_keys;
 
 pub use client_ip::{ClientAddr, ClientIp, IpNet, IpNetParseError};
-pub use http_keys::{CookieKey, HeaderKey, PathAndQueryKey, PathKey, StickyCookie};
+pub use http_keys::{CookieKey, HeaderKey, PathAndQueryKey, PathKey, QueryKey, StickyCookie};
 
 /// Reads a [`RequestKey`] from a request.
 ///

@@ -100,8 +100,10 @@ impl Completion {
     /// A completion for `pick`, whose response head was classified as `outcome` after `latency`.
     ///
     /// A failure is reported now: nothing the body does can make it a success. A success waits,
-    /// so that a body that fails turns it into a failure.
-    pub(crate) fn new(pick: Pick, outcome: Outcome, latency: Duration) -> Self {
+    /// so that a body that fails turns it into a failure. A caller with its own forwarding path
+    /// (a proxy with its own connection pool) builds one per response head and calls
+    /// [`fail`](Self::fail) when the body breaks.
+    pub fn new(pick: Pick, outcome: Outcome, latency: Duration) -> Self {
         match outcome {
             Outcome::Failure => {
                 pick.report(Outcome::Failure, Some(latency));

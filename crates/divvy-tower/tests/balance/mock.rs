@@ -111,13 +111,17 @@ async fn a_body_that_fails_midway_is_a_failure_of_its_backend() {
 }
 
 #[tokio::test]
-async fn a_server_error_counts_as_a_failure_and_a_not_found_does_not() {
+async fn with_consecutive_5xx_a_server_error_counts_as_a_failure_and_a_not_found_does_not() {
     let mock = Mock::new();
     mock.script("a", Reply::Status(500));
     mock.script("b", Reply::Status(404));
     let lb = Balancer::new(RoundRobin::new(), ["a", "b"].map(Backend::new)).unwrap();
     let svc = ServiceBuilder::new()
-        .layer(BalanceLayer::new(lb.clone(), (), HttpClassify::new()))
+        .layer(BalanceLayer::new(
+            lb.clone(),
+            (),
+            HttpClassify::consecutive_5xx(),
+        ))
         .service(mock.maker());
     for _ in 0..2 {
         // Reading the body to its end is what reports a success.
@@ -127,6 +131,23 @@ async fn a_server_error_counts_as_a_failure_and_a_not_found_does_not() {
     let (a, b) = (stats(&lb, "a"), stats(&lb, "b"));
     assert_eq!((a.successes, a.failures), (0, 1), "500 from a");
     assert_eq!((b.successes, b.failures), (1, 0), "404 from b");
+}
+
+#[tokio::test]
+async fn by_default_a_server_error_is_the_applications_answer_not_a_failure() {
+    // nginx's default: an application's 500 does not count towards `max_fails`.
+    let mock = Mock::new();
+    mock.script("a", Reply::Status(500));
+    let lb = Balancer::new(RoundRobin::new(), ["a"].map(Backend::new)).unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(BalanceLayer::new(lb.clone(), (), HttpClassify::default()))
+        .service(mock.maker());
+    let res = bounded(svc.oneshot(get())).await.unwrap();
+    assert_eq!(res.status(), 500);
+    bounded(res.into_body().collect()).await.unwrap();
+    let a = stats(&lb, "a");
+    assert_eq!((a.successes, a.failures), (1, 0));
+    assert!(a.available, "one application 500 ejects nobody");
 }
 
 #[tokio::test]
@@ -288,7 +309,11 @@ async fn gateway_errors_are_final_unless_the_policy_retries_them() {
         let lb = without_passive_health(FirstAvailable, &["a", "b"]);
         let svc = ServiceBuilder::new()
             .layer(RetryLayer::new(policy))
-            .layer(BalanceLayer::new(lb.clone(), (), HttpClassify::new()))
+            .layer(BalanceLayer::new(
+                lb.clone(),
+                (),
+                HttpClassify::gateway_errors(),
+            ))
             .service(mock.maker());
         let res = bounded(svc.oneshot(get())).await.unwrap();
         assert_eq!(res.status(), expect_status);
