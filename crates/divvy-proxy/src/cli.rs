@@ -154,6 +154,12 @@ async fn serve(config: Option<config::Config>, path: Option<PathBuf>) -> std::io
         Some(c) => c,
         None => demo::setup().await?,
     };
+    if demo {
+        // Said before serving, so the first lines a newcomer sees explain the spread they get.
+        for line in demo::describe(&config) {
+            println!("{line}");
+        }
+    }
     let running = server::start(config).await?;
     for addr in &running.listen {
         println!("proxy listening on http://{addr}");
@@ -162,12 +168,6 @@ async fn serve(config: Option<config::Config>, path: Option<PathBuf>) -> std::io
         println!("admin on http://{addr}/status and http://{addr}/metrics");
     }
     if demo {
-        let table = running.proxy.table.load();
-        for u in &table.upstreams {
-            for b in u.lb.backends().iter() {
-                println!("demo backend {} in upstream `{}`", b.id(), u.name());
-            }
-        }
         println!(
             "try: for i in 1 2 3 4; do curl -s http://{}/; done",
             running.listen[0]

@@ -79,6 +79,23 @@ timeout = "1s"
     s
 }
 
+/// What the demo runs, one line each: every upstream's strategy by its canonical name, then each
+/// of its backends with its weight, so that a newcomer can match the spread they see with `curl`
+/// to the weights that caused it.
+pub fn describe(config: &Config) -> Vec<String> {
+    let mut lines = Vec::new();
+    for u in &config.upstreams {
+        lines.push(format!("upstream `{}`: strategy {}", u.name, u.strategy));
+        for s in &u.servers {
+            lines.push(format!(
+                "  backend {} in upstream `{}` with weight {}",
+                s.address, u.name, s.weight
+            ));
+        }
+    }
+    lines
+}
+
 /// Starts the backends and returns the demo config, listening on 127.0.0.1:8080 when that port
 /// is free and on an ephemeral port otherwise.
 pub async fn setup() -> std::io::Result<Config> {
@@ -92,4 +109,28 @@ pub async fn setup() -> std::io::Result<Config> {
         let lines: Vec<String> = diags.iter().map(ToString::to_string).collect();
         std::io::Error::other(lines.join("\n"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_description_names_the_strategy_and_every_backend_with_its_weight() {
+        let backends: Vec<SocketAddr> = ["127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let text = config_text("127.0.0.1:8080".parse().unwrap(), &backends);
+        let config = crate::config::parse(&text, "<demo>").unwrap();
+        assert_eq!(
+            describe(&config),
+            [
+                "upstream `demo`: strategy weighted_round_robin",
+                "  backend 127.0.0.1:9001 in upstream `demo` with weight 1",
+                "  backend 127.0.0.1:9002 in upstream `demo` with weight 2",
+                "  backend 127.0.0.1:9003 in upstream `demo` with weight 1",
+            ]
+        );
+    }
 }
