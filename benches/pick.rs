@@ -18,7 +18,8 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use divvy::{Backend, Balancer, Context, Strategy};
 use support::{
-    each_strategy, on_threads, pick_sizes, Echo, Requests, SetKind, Visit, CONTEXTS, THREADS,
+    each_boxed, each_strategy, on_threads, pick_sizes, Echo, Requests, SetKind, Visit, CONTEXTS,
+    THREADS,
 };
 use tower::balance::p2c::Balance as TowerP2c;
 use tower::discover::ServiceList;
@@ -86,6 +87,7 @@ fn divvy_picks(c: &mut Criterion) {
     let requests = Requests::new();
     let ctxs = requests.contexts();
     each_strategy(&mut PickMatrix { c, ctxs: &ctxs });
+    each_boxed(&mut PickMatrix { c, ctxs: &ctxs });
 }
 
 // === Baselines ===

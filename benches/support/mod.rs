@@ -10,6 +10,7 @@ use std::thread;
 use std::time::Duration;
 
 use criterion::Criterion;
+use divvy::strategy::StrategySpec;
 use divvy::strategy::{
     Failover, IpHash, Ketama, LeastConnections, Maglev, PowerOfTwoChoices, Random, RoundRobin,
     WeightedRoundRobin,
@@ -128,37 +129,69 @@ pub trait Visit {
 /// The load-bound factor of the bounded variants: the low end of the usual 1.25 to 2.
 pub const BOUND: f64 = 1.25;
 
-/// Every strategy divvy ships, in the order the reports list them.
+/// Every strategy divvy ships, as its static type, named by its canonical spec (the string a
+/// config, the lab or [`each_boxed`] builds it from), in the order the reports list them.
 pub fn each_strategy(v: &mut impl Visit) {
-    v.visit("RoundRobin", SetKind::Flat, &RoundRobin::new);
+    v.visit("round_robin", SetKind::Flat, &RoundRobin::new);
     v.visit(
-        "WeightedRoundRobin",
+        "weighted_round_robin",
         SetKind::Flat,
         &WeightedRoundRobin::new,
     );
-    v.visit("LeastConnections", SetKind::Flat, &LeastConnections::new);
-    v.visit("IpHash", SetKind::Flat, &IpHash::new);
-    v.visit("IpHash::full_address", SetKind::Flat, &IpHash::full_address);
-    v.visit("Ketama", SetKind::Flat, &Ketama::new);
-    v.visit("Ketama bounded", SetKind::Flat, &|| {
+    v.visit("least_conn", SetKind::Flat, &LeastConnections::new);
+    v.visit("ip_hash", SetKind::Flat, &IpHash::new);
+    v.visit(
+        "ip_hash placement=full_address",
+        SetKind::Flat,
+        &IpHash::full_address,
+    );
+    v.visit("ketama", SetKind::Flat, &Ketama::new);
+    v.visit("ketama bounded_load=1.25", SetKind::Flat, &|| {
         Ketama::new().bounded_load(BOUND)
     });
-    v.visit("Maglev", SetKind::Flat, &Maglev::new);
-    v.visit("Maglev bounded", SetKind::Flat, &|| {
+    v.visit("maglev", SetKind::Flat, &Maglev::new);
+    v.visit("maglev bounded_load=1.25", SetKind::Flat, &|| {
         Maglev::new().bounded_load(BOUND)
     });
     // OS-seeded, as users build them: their random streams are per thread. A seeded stream
     // (`from_seed`, for reproducible tests) shares one atomic counter between threads instead.
-    v.visit("Random", SetKind::Flat, &Random::new);
-    v.visit("PowerOfTwoChoices", SetKind::Flat, &PowerOfTwoChoices::new);
+    v.visit("random", SetKind::Flat, &Random::new);
+    v.visit("p2c", SetKind::Flat, &PowerOfTwoChoices::new);
+    v.visit("p2c_ewma", SetKind::Flat, &PowerOfTwoChoices::peak_ewma);
     v.visit(
-        "PowerOfTwoChoices::peak_ewma",
-        SetKind::Flat,
-        &PowerOfTwoChoices::peak_ewma,
+        "weighted_round_robin failover=priority",
+        SetKind::Tiered,
+        &|| Failover::new(WeightedRoundRobin::new()),
     );
-    v.visit("Failover(WeightedRoundRobin)", SetKind::Tiered, &|| {
-        Failover::new(WeightedRoundRobin::new())
-    });
+}
+
+/// The specs of [`each_strategy`], with the set each is measured on.
+pub const SPECS: [(&str, SetKind); 13] = [
+    ("round_robin", SetKind::Flat),
+    ("weighted_round_robin", SetKind::Flat),
+    ("least_conn", SetKind::Flat),
+    ("ip_hash", SetKind::Flat),
+    ("ip_hash placement=full_address", SetKind::Flat),
+    ("ketama", SetKind::Flat),
+    ("ketama bounded_load=1.25", SetKind::Flat),
+    ("maglev", SetKind::Flat),
+    ("maglev bounded_load=1.25", SetKind::Flat),
+    ("random", SetKind::Flat),
+    ("p2c", SetKind::Flat),
+    ("p2c_ewma", SetKind::Flat),
+    ("weighted_round_robin failover=priority", SetKind::Tiered),
+];
+
+/// The same strategies built from their spec strings into divvy's `BoxStrategy`, as the proxy
+/// and the lab build them, named `"<spec> (boxed)"`: beside [`each_strategy`]'s rows, what the
+/// boxed pick costs over the static one.
+pub fn each_boxed(v: &mut impl Visit) {
+    for (spec, set) in SPECS {
+        let parsed: StrategySpec = spec.parse().unwrap_or_else(|e| panic!("`{spec}`: {e}"));
+        // A bench report label lives as long as the run.
+        let name: &'static str = Box::leak(format!("{spec} (boxed)").into_boxed_str());
+        v.visit(name, set, &|| parsed.build());
+    }
 }
 
 // === Request contexts ===

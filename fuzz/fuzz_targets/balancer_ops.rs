@@ -22,12 +22,12 @@ use divvy::{
     validate, AdminState, Backend, BackendStats, Balancer, HealthConfig, HealthState, ManualClock,
     Outcome, Pick, PickError, Strategy, UpdateError,
 };
-use divvy_fuzz::{admin_state, backend_id, backends, BackendSpec, ContextSpec, StrategyKind};
+use divvy_fuzz::{admin_state, backend_id, backends, BackendSpec, ContextSpec, StrategyInput};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
 struct Input {
-    strategy: StrategyKind,
+    strategy: StrategyInput,
     health: HealthSpec,
     initial: Vec<BackendSpec>,
     ops: Vec<Op>,
@@ -104,7 +104,7 @@ struct Held {
 
 struct Run<'a>(&'a Input);
 
-impl divvy_fuzz::WithStrategy for Run<'_> {
+impl Run<'_> {
     fn run<S: Strategy>(self, strategy: S) {
         let input = self.0;
         let clock = ManualClock::new();
@@ -286,5 +286,7 @@ fn assert_in_flight(stats: &[BackendStats], held: &[Held]) {
 }
 
 fuzz_target!(|input: Input| {
-    input.strategy.with(Run(&input));
+    if let Some(strategy) = input.strategy.build() {
+        Run(&input).run(strategy);
+    }
 });

@@ -76,6 +76,6 @@ fuzz_target!(|input: Input| {
             };
             check(s, set, &input.keys, bound.is_some());
         }
-        Kind::Maglev(size, bound) => check(maglev(size, bound), set, &input.keys, bound.is_some()),
+        Kind::Maglev(size, bound) => check(maglev(size, bound.map(Bound::factor)), set, &input.keys, bound.is_some()),
     }
 });

@@ -8,11 +8,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use arbitrary::Arbitrary;
-use divvy::strategy::{
-    Failover, IpHash, Ketama, LeastConnections, Maglev, PowerOfTwoChoices, Random, RoundRobin,
-    WeightedRoundRobin,
-};
-use divvy::{AdminState, Backend, Context, Strategy, MAX_WEIGHT};
+use std::fmt::Write as _;
+
+use divvy::strategy::{BoxStrategy, Maglev, StrategyKind, StrategySpec};
+use divvy::{AdminState, Backend, Context, MAX_WEIGHT};
 
 /// Identities come from a small namespace so that updates keep, drop and re-add the same backends.
 pub fn backend_id(name: u8) -> String {
@@ -154,35 +153,76 @@ impl ContextParts {
     }
 }
 
-/// Every strategy divvy ships, with its knobs.
+/// A strategy as configs name it: a spec string (`maglev bounded_load=1.25 failover=zone`) put
+/// together from raw parts, sometimes with a parameter its strategy does not take or a factor
+/// out of range, and built by the library's one path, [`StrategySpec`] → [`BoxStrategy`].
 #[derive(Arbitrary, Clone, Copy, Debug)]
-pub enum StrategyKind {
-    /// `RoundRobin`.
-    RoundRobin,
-    /// `Random` with a seed.
-    Random(u64),
-    /// `PowerOfTwoChoices` by in-flight, with a seed.
-    PowerOfTwoChoices(u64),
-    /// `PowerOfTwoChoices::peak_ewma`, with a seed.
-    PeakEwma(u64),
-    /// `WeightedRoundRobin`.
-    WeightedRoundRobin,
-    /// `LeastConnections`.
-    LeastConnections,
-    /// `IpHash`, or `IpHash::full_address` when true.
-    IpHash(bool),
-    /// `Ketama`, optionally bounded.
-    Ketama(Option<Bound>),
-    /// `Maglev` with a table-size selector, optionally bounded.
-    Maglev(u16, Option<Bound>),
-    /// `Failover` around round robin, optionally zone-aware.
-    FailoverRoundRobin(bool),
-    /// `Failover` around peak-EWMA p2c.
-    FailoverPeakEwma(u64),
-    /// `Failover` around weighted round robin, optionally zone-aware.
-    FailoverWeighted(bool),
-    /// `Failover` around bounded Maglev.
-    FailoverMaglev(Bound),
+pub struct StrategyInput {
+    /// Which of [`StrategyKind::ALL`].
+    kind: u8,
+    /// `bounded_load=…`.
+    bound: Option<Bound>,
+    /// `placement=full_address`.
+    full_address: bool,
+    /// `seed=…`.
+    seed: Option<u64>,
+    /// 1: `failover=priority`, 2: `failover=zone`, else none.
+    failover: u8,
+    /// Maglev's table-size selector (see [`maglev`]); not a spec parameter.
+    maglev_size: u16,
+}
+
+impl StrategyInput {
+    /// The strategy kind.
+    pub fn kind(&self) -> StrategyKind {
+        StrategyKind::ALL[usize::from(self.kind) % StrategyKind::ALL.len()]
+    }
+
+    /// The spec, as a config would write it.
+    pub fn spec_text(&self) -> String {
+        let mut s = self.kind().to_string();
+        if let Some(b) = self.bound {
+            let _ = write!(s, " bounded_load={}", b.factor());
+        }
+        if self.full_address {
+            s.push_str(" placement=full_address");
+        }
+        if let Some(seed) = self.seed {
+            let _ = write!(s, " seed={seed}");
+        }
+        match self.failover % 3 {
+            1 => s.push_str(" failover=priority"),
+            2 => s.push_str(" failover=zone"),
+            _ => {}
+        }
+        s
+    }
+
+    /// The strategy the spec names, or `None` when the library rightly refuses the spec (a typed
+    /// [`ParseStrategyError`](divvy::strategy::ParseStrategyError)). A spec that parses prints
+    /// back to a string that parses to the same spec.
+    pub fn build(&self) -> Option<BoxStrategy> {
+        let spec: StrategySpec = self.spec_text().parse().ok()?;
+        let again: StrategySpec = spec
+            .to_string()
+            .parse()
+            .unwrap_or_else(|e| panic!("`{spec}` does not parse back: {e}"));
+        assert_eq!(again, spec, "`{spec}` does not round-trip");
+        if spec.kind() == StrategyKind::Maglev
+            && spec.failover_mode().is_none()
+            && !self.maglev_size.is_multiple_of(16)
+        {
+            // Small tables exercise the size checks; the spec has no table-size parameter.
+            return Some(BoxStrategy::new(maglev(self.maglev_size, spec.load_factor())));
+        }
+        Some(spec.build())
+    }
+
+    /// Whether the strategy applies health per tier (its own panic mode), so that a pick may go
+    /// to a backend the balancer-wide stats call unavailable for health reasons.
+    pub fn tiered(&self) -> bool {
+        self.failover % 3 != 0
+    }
 }
 
 /// A load-bound factor: usually sensible, sometimes below 1 or not finite (which `prepare`
@@ -208,7 +248,7 @@ impl Bound {
 /// A Maglev strategy: now and then the default table (65 537 slots, slow to build), else a small
 /// one. Small sizes are not always prime nor large enough for the set: `with_table_size` and
 /// `prepare` must reject those with a typed error (a rejected size falls back to 1 021 slots).
-pub fn maglev(size: u16, bound: Option<Bound>) -> Maglev {
+pub fn maglev(size: u16, bound: Option<f64>) -> Maglev {
     let m = if size.is_multiple_of(16) {
         Maglev::new()
     } else {
@@ -218,60 +258,8 @@ pub fn maglev(size: u16, bound: Option<Bound>) -> Maglev {
         })
     };
     match bound {
-        Some(b) => m.bounded_load(b.factor()),
+        Some(c) => m.bounded_load(c),
         None => m,
     }
 }
 
-/// Something generic over a strategy: [`StrategyKind::with`] calls it with the strategy built.
-pub trait WithStrategy {
-    /// Runs with `strategy`.
-    fn run<S: Strategy>(self, strategy: S);
-}
-
-impl StrategyKind {
-    /// Builds the strategy and hands it to `f`.
-    pub fn with(self, f: impl WithStrategy) {
-        match self {
-            StrategyKind::RoundRobin => f.run(RoundRobin::new()),
-            StrategyKind::Random(seed) => f.run(Random::from_seed(seed)),
-            StrategyKind::PowerOfTwoChoices(seed) => f.run(PowerOfTwoChoices::from_seed(seed)),
-            StrategyKind::PeakEwma(seed) => f.run(PowerOfTwoChoices::peak_ewma().seed(seed)),
-            StrategyKind::FailoverRoundRobin(false) => f.run(Failover::new(RoundRobin::new())),
-            StrategyKind::FailoverRoundRobin(true) => {
-                f.run(Failover::zone_aware(RoundRobin::new()))
-            }
-            StrategyKind::FailoverPeakEwma(seed) => {
-                f.run(Failover::new(PowerOfTwoChoices::peak_ewma().seed(seed)))
-            }
-            StrategyKind::WeightedRoundRobin => f.run(WeightedRoundRobin::new()),
-            StrategyKind::LeastConnections => f.run(LeastConnections::new()),
-            StrategyKind::IpHash(false) => f.run(IpHash::new()),
-            StrategyKind::IpHash(true) => f.run(IpHash::full_address()),
-            StrategyKind::Ketama(None) => f.run(Ketama::new()),
-            StrategyKind::Ketama(Some(b)) => f.run(Ketama::new().bounded_load(b.factor())),
-            StrategyKind::Maglev(size, bound) => f.run(maglev(size, bound)),
-            StrategyKind::FailoverWeighted(false) => {
-                f.run(Failover::new(WeightedRoundRobin::new()))
-            }
-            StrategyKind::FailoverWeighted(true) => {
-                f.run(Failover::zone_aware(WeightedRoundRobin::new()))
-            }
-            StrategyKind::FailoverMaglev(b) => {
-                f.run(Failover::new(Maglev::new().bounded_load(b.factor())))
-            }
-        }
-    }
-
-    /// Whether the strategy applies health per tier (its own panic mode), so that a pick may go
-    /// to a backend the balancer-wide stats call unavailable for health reasons.
-    pub fn tiered(self) -> bool {
-        matches!(
-            self,
-            StrategyKind::FailoverRoundRobin(_)
-                | StrategyKind::FailoverPeakEwma(_)
-                | StrategyKind::FailoverWeighted(_)
-                | StrategyKind::FailoverMaglev(_)
-        )
-    }
-}
