@@ -14,7 +14,7 @@ use crate::view::View;
 /// neighbour), and over `n` consecutive picks with a stable set every available backend is chosen.
 ///
 /// Cost: O(1), with no write another thread reads except one atomic add per chunk of about 64
-/// turns (see [`Cursor`] for how threads share the rotation); up to 8 more turns while backends
+/// turns (each thread takes its own chunks of the rotation); up to 8 more turns while backends
 /// are unavailable, then an O(n) scan.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RoundRobin;

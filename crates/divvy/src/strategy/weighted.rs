@@ -116,7 +116,7 @@ impl Default for WeightedRoundRobin {
 
 /// One period of the smooth weighted sequence of a backend set, and the cursor into it.
 ///
-/// The cursor hands each thread chunks of consecutive positions (see [`ChunkedTurns`]): one
+/// The cursor hands each thread chunks of consecutive positions: one
 /// thread alone follows nginx's sequence exactly; threads picking at once each follow their own
 /// runs of it, as nginx's worker processes each keep their own weighted round-robin state. A
 /// chunk is whole periods plus one position, so each thread's share stays the weights'.
