@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use ahash::RandomState;
@@ -19,6 +20,7 @@ use crate::live::{flag, Live, LiveRef};
 use crate::pick::Pick;
 use crate::strategy::Strategy;
 use crate::view::{Member, View};
+use crate::wake::{Interest, WakeOnEnd};
 
 /// A load balancer: a strategy over a published backend set, with health and load tracking.
 ///
@@ -48,16 +50,31 @@ struct Shared<S: Strategy> {
     strategy: S,
     current: Arc<ArcSwap<Snapshot<S::Prepared>>>,
     registry: Arc<Registry>,
-    /// Identity → live state of the current set; also serialises updates.
-    lives: Mutex<HashMap<Arc<str>, LiveRef, RandomState>>,
+    /// The live state of every backend by identity; its lock is the publication lock, which
+    /// serialises every change of the set.
+    lives: Mutex<Lives>,
     tracks_total: bool,
+}
+
+/// Identity → live state, for the current set and for backends that left it with requests
+/// still in flight.
+#[derive(Default)]
+struct Lives {
+    current: HashMap<Arc<str>, LiveRef, RandomState>,
+    /// Backends removed while requests to them were in flight. A backend re-added before those
+    /// requests end takes its state back (in flight, health, counters), so its in-flight count
+    /// and its health stay continuous across remove → re-add. Pruned at each publication once
+    /// nothing is in flight.
+    departed: HashMap<Arc<str>, LiveRef, RandomState>,
 }
 
 struct Snapshot<P> {
     members: Box<[Member]>,
     by_key: HashMap<u64, u32, RandomState>,
     backends: Arc<[Backend]>,
-    prepared: P,
+    /// `None` for the empty set: strategies are never asked to prepare it, and a pick from it
+    /// fails with [`PickError::NoneAvailable`].
+    prepared: Option<P>,
     version: u64,
 }
 
@@ -98,10 +115,9 @@ impl<S: Strategy> BalancerBuilder<S> {
     ) -> Result<Balancer<S>, UpdateError> {
         let registry = Arc::new(Registry::new(self.health, self.clock));
         let backends: Vec<Backend> = backends.into_iter().collect();
-        validate(&backends)?;
-        let prepared = self.strategy.prepare(&backends)?;
+        let prepared = prepare(&self.strategy, &backends)?;
         let tracks_total = self.strategy.tracks_total_in_flight();
-        let mut lives = HashMap::with_hasher(RandomState::new());
+        let mut lives = Lives::default();
         let (snapshot, events) = build_snapshot(&registry, &mut lives, backends, prepared, 0, true);
         registry.recount(&registry.lock(), snapshot.members.iter().map(|m| &*m.live));
         for e in events {
@@ -198,7 +214,10 @@ impl<S: Strategy> Balancer<S> {
                 }
             }
         }
-        match shared.strategy.pick(&snap.prepared, ctx, &view) {
+        let Some(prepared) = &snap.prepared else {
+            return Err(PickError::NoneAvailable { total: 0 });
+        };
+        match shared.strategy.pick(prepared, ctx, &view) {
             Some(i) => self
                 .grant(&snap.members[i])
                 .ok_or(PickError::NoneAvailable {
@@ -220,31 +239,172 @@ impl<S: Strategy> Balancer<S> {
         if self.shared.tracks_total {
             self.shared.registry.total_in_flight.fetch_add(1, Relaxed);
         }
-        Some(Pick::new(in_flight, self.shared.tracks_total))
+        // Only the end of a request to a backend with a limit can make a backend available.
+        let wake = match member.backend.get_max_in_flight() {
+            Some(_) if self.shared.registry.waiters.enabled() => {
+                Some(WakeOnEnd(self.shared.registry.clone()))
+            }
+            _ => None,
+        };
+        Some(Pick::new(in_flight, self.shared.tracks_total, wake))
+    }
+
+    /// Whether a pick with no exclusions could find a backend now: some backend is up, healthy
+    /// (or its tier is in panic), below its in-flight limit. One scan that usually stops at the
+    /// first backend.
+    pub fn has_available(&self) -> bool {
+        let snap = self.shared.current.load();
+        let view = View::new(&snap.members, &[], &self.shared.registry);
+        (0..view.len()).any(|i| view.is_available(i))
+    }
+
+    /// [`Poll::Ready`] when [`has_available`](Self::has_available); otherwise registers `waker`
+    /// to be woken once at the next change that may make a backend available (a health or
+    /// operator transition, the end of a request to a backend with an in-flight limit, a new
+    /// set) and returns [`Poll::Pending`]. This is what tower's `poll_ready` backpressure needs.
+    ///
+    /// An ejection that simply expires is not a change anyone reports: a waiter that must not
+    /// miss it also waits for [`ejection_expires_in`](Self::ejection_expires_in). The first call
+    /// turns on wakeups at the end of requests (as [`enable_wakers`](Self::enable_wakers)).
+    pub fn poll_available(&self, waker: &Waker) -> Poll<()> {
+        if self.has_available() {
+            return Poll::Ready(());
+        }
+        self.shared
+            .registry
+            .waiters
+            .register(Interest::Capacity, waker);
+        // Checked again after registering: a change between the first check and the
+        // registration would otherwise wake nobody.
+        if self.has_available() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// From now on, requests to backends with an in-flight limit wake the wakers of
+    /// [`poll_available`](Self::poll_available) when they end (one `Arc` clone per such pick).
+    /// Call it before handing out picks that a waiter may wait on; `divvy-tower`'s backpressure
+    /// mode calls it when it is built. Off until called; it cannot be turned off.
+    pub fn enable_wakers(&self) {
+        self.shared.registry.waiters.enable();
+    }
+
+    /// [`Poll::Ready`] with the current [`version`](Self::version) when it differs from `seen`;
+    /// otherwise registers `waker` to be woken once at the next publication and returns
+    /// [`Poll::Pending`]. For code that follows the membership (a `Discover` stream).
+    pub fn poll_changed(&self, seen: u64, waker: &Waker) -> Poll<u64> {
+        let now = self.version();
+        if now != seen {
+            return Poll::Ready(now);
+        }
+        self.shared
+            .registry
+            .waiters
+            .register(Interest::Membership, waker);
+        match self.version() {
+            now if now != seen => Poll::Ready(now),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// How long until the earliest passive ejection in the current set expires, when a backend
+    /// is ejected (`Some(Duration::ZERO)` when one already expired and waits for its half-open
+    /// request). Read by waiters of [`poll_available`](Self::poll_available), because an
+    /// ejection that ends by itself wakes nobody.
+    pub fn ejection_expires_in(&self) -> Option<Duration> {
+        let snap = self.shared.current.load();
+        let now = self.shared.registry.now_nanos();
+        snap.members
+            .iter()
+            .filter(|m| m.live.flags.load(Relaxed) & flag::EJECTED != 0)
+            .map(|m| m.live.ejected_until.load(Relaxed).saturating_sub(now))
+            .min()
+            .map(Duration::from_nanos)
     }
 
     /// Replaces the backend set. The new set is validated as a whole and prepared by the strategy
-    /// before it is published; on error the previous set keeps serving, untouched.
+    /// before it is published; on error the previous set keeps serving, untouched. An empty set
+    /// is valid: picks from it fail with [`PickError::NoneAvailable`] until backends are added.
+    ///
+    /// For a change relative to the current set (one backend more, one weight changed) use
+    /// [`add`](Self::add), [`remove`](Self::remove), [`set_weight`](Self::set_weight),
+    /// [`set_state`](Self::set_state) or [`modify`](Self::modify): reading
+    /// [`backends`](Self::backends), changing the copy and calling `update` loses the changes
+    /// other writers publish in between.
     pub fn update(&self, backends: impl IntoIterator<Item = Backend>) -> Result<(), UpdateError> {
         let backends: Vec<Backend> = backends.into_iter().collect();
-        validate(&backends)?;
-        let prepared = self.shared.strategy.prepare(&backends)?;
+        // Validated and prepared before the publication lock is taken: a whole set does not
+        // depend on the current one, so only its publication needs to be serialised.
+        let prepared = prepare(&self.shared.strategy, &backends)?;
         let mut lives = self.shared.lives.lock();
+        self.publish(&mut lives, backends, prepared);
+        Ok(())
+    }
+
+    /// Changes the backend set in place: `f` gets the current set (in configuration order) and
+    /// may change it freely; the result is validated, prepared and published as one update.
+    ///
+    /// `f` runs under the publication lock, so concurrent `modify` calls (and
+    /// [`add`](Self::add), [`remove`](Self::remove) …, which are built on it) apply one after
+    /// the other and none is lost; keep `f` short, and do not call back into the balancer's
+    /// membership from it (that would deadlock). When the changed set is invalid, nothing is
+    /// published, the previous set keeps serving and the error says why; when `f` leaves the
+    /// set as it was, nothing is published either (the [`version`](Self::version) stays).
+    ///
+    /// ```
+    /// use divvy::{Backend, Balancer, strategy::RoundRobin};
+    ///
+    /// let lb = Balancer::new(RoundRobin::new(), ["a", "b"].map(Backend::new))?;
+    /// lb.modify(|set| {
+    ///     set.retain(|b| b.id() != "a");
+    ///     set.push(Backend::new("c").weight(2));
+    /// })?;
+    /// let ids: Vec<_> = lb.backends().iter().map(|b| b.id().to_owned()).collect();
+    /// assert_eq!(ids, ["b", "c"]);
+    /// # Ok::<(), divvy::UpdateError>(())
+    /// ```
+    pub fn modify<R>(&self, f: impl FnOnce(&mut Vec<Backend>) -> R) -> Result<R, UpdateError> {
+        self.try_modify(|set| Ok(f(set)))
+    }
+
+    /// As [`modify`](Self::modify), for a change that may itself fail: an `Err` from `f`
+    /// publishes nothing and is returned as it is.
+    pub(crate) fn try_modify<R>(
+        &self,
+        f: impl FnOnce(&mut Vec<Backend>) -> Result<R, UpdateError>,
+    ) -> Result<R, UpdateError> {
+        let mut lives = self.shared.lives.lock();
+        // Under the publication lock the current snapshot is the newest: every publication
+        // stores its snapshot before releasing this lock.
+        let current = self.shared.current.load().backends.clone();
+        let mut next = current.to_vec();
+        let out = f(&mut next)?;
+        if *next == *current {
+            return Ok(out);
+        }
+        let prepared = prepare(&self.shared.strategy, &next)?;
+        self.publish(&mut lives, next, prepared);
+        Ok(out)
+    }
+
+    /// Publishes a validated, prepared set. Call with the publication lock held.
+    fn publish(&self, lives: &mut Lives, backends: Vec<Backend>, prepared: Option<S::Prepared>) {
         let version = self.shared.current.load().version + 1;
         let registry = &self.shared.registry;
         let (snapshot, events) =
-            build_snapshot(registry, &mut lives, backends, prepared, version, false);
+            build_snapshot(registry, lives, backends, prepared, version, false);
         {
             let guard = registry.lock();
             registry.recount(&guard, snapshot.members.iter().map(|m| &*m.live));
             registry.counted_version.store(version, Relaxed);
             self.shared.current.store(Arc::new(snapshot));
         }
-        drop(lives);
         for e in events {
             registry.emit(Some(e));
         }
-        Ok(())
+        registry.waiters.wake(Interest::Membership);
     }
 
     /// The backends of the current set, in configuration order.
@@ -404,11 +564,21 @@ impl<S> fmt::Debug for BalancerBuilder<S> {
     }
 }
 
-/// Checks a set as a whole; the first problem found is reported, naming the backend.
-pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
+/// Validates a set and lets the strategy prepare it; the empty set needs no preparation.
+fn prepare<S: Strategy>(
+    strategy: &S,
+    backends: &[Backend],
+) -> Result<Option<S::Prepared>, UpdateError> {
+    validate(backends)?;
     if backends.is_empty() {
-        return Err(UpdateError::Empty);
+        return Ok(None);
     }
+    strategy.prepare(backends).map(Some)
+}
+
+/// Checks a set as a whole; the first problem found is reported, naming the backend. The empty
+/// set is valid (a service scaled to zero).
+pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
     let mut seen: HashMap<&str, usize, RandomState> =
         HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
     for (i, b) in backends.iter().enumerate() {
@@ -457,9 +627,9 @@ pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
 /// health under the registry lock, publishes, then emits the returned events.
 fn build_snapshot<P>(
     registry: &Arc<Registry>,
-    lives: &mut HashMap<Arc<str>, LiveRef, RandomState>,
+    lives: &mut Lives,
     backends: Vec<Backend>,
-    prepared: P,
+    prepared: Option<P>,
     version: u64,
     first: bool,
 ) -> (Snapshot<P>, Vec<HealthEvent>) {
@@ -470,7 +640,11 @@ fn build_snapshot<P>(
     let mut events = Vec::new();
     let mut members = Vec::with_capacity(backends.len());
     for (i, b) in backends.iter().enumerate() {
-        let live = match lives.remove(b.id()) {
+        let kept = lives
+            .current
+            .remove(b.id())
+            .or_else(|| lives.departed.remove(b.id()));
+        let live = match kept {
             Some(live) => {
                 if **live.backend.load() != *b {
                     live.backend.store(Arc::new(b.clone()));
@@ -495,10 +669,12 @@ fn build_snapshot<P>(
             live,
         });
     }
-    for gone in lives.values() {
+    for (id, gone) in lives.current.drain() {
         gone.in_set.store(false, Relaxed);
+        lives.departed.insert(id, gone);
     }
-    *lives = next;
+    lives.departed.retain(|_, live| live.in_flight() > 0);
+    lives.current = next;
     let snapshot = Snapshot {
         members: members.into_boxed_slice(),
         by_key,

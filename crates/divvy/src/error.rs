@@ -8,9 +8,17 @@ use crate::backend::{MAX_TIERS, MAX_WEIGHT};
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UpdateError {
-    /// The set has no backends.
+    /// A strategy was asked to prepare an empty set. Balancers accept the empty set (picks from
+    /// it fail with [`PickError::NoneAvailable`]) and never ask a strategy to prepare it; a
+    /// strategy called directly reports this.
     #[error("backend set is empty")]
     Empty,
+    /// A change names a backend that is not in the set.
+    #[error("backend `{id}` is not in the set")]
+    NotInSet {
+        /// The identity asked for.
+        id: Arc<str>,
+    },
     /// A backend's identity is the empty string.
     #[error("backend at position {index} has an empty identity")]
     EmptyId {

@@ -60,9 +60,11 @@ pub mod hash;
 pub mod health;
 #[allow(unsafe_code)]
 mod live;
+mod membership;
 mod pick;
 pub mod strategy;
 mod view;
+mod wake;
 
 pub use backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
 pub use balancer::{validate, Balancer, BalancerBuilder, Picker};

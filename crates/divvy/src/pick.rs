@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::backend::Backend;
 use crate::clock::duration_to_nanos;
 use crate::live::InFlight;
+use crate::wake::WakeOnEnd;
 
 /// How a request to a backend went, as far as the backend's health is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,14 +31,18 @@ pub enum Outcome {
 #[must_use = "the request counts as in flight until the Pick is dropped"]
 pub struct Pick {
     live: InFlight,
+    /// Declared after `live`: fields drop in order, so waiters are woken after the in-flight
+    /// count is released. `None` unless the backend has an in-flight limit and wakers are on.
+    _wake: Option<WakeOnEnd>,
     counted_total: bool,
 }
 
 impl Pick {
     #[inline]
-    pub(crate) fn new(live: InFlight, counted_total: bool) -> Self {
+    pub(crate) fn new(live: InFlight, counted_total: bool, wake: Option<WakeOnEnd>) -> Self {
         Pick {
             live,
+            _wake: wake,
             counted_total,
         }
     }
@@ -112,6 +117,13 @@ impl Pick {
             );
         }
         registry.on_outcome(live, outcome == Outcome::Success);
+    }
+}
+
+#[cfg(test)]
+impl Pick {
+    pub(crate) fn carries_no_waker(&self) -> bool {
+        self._wake.is_none()
     }
 }
 

@@ -230,6 +230,7 @@ impl Registry {
             event(live, old, new, cause, now)
         };
         drop(m);
+        self.waiters.wake(crate::wake::Interest::Capacity);
         self.emit(ev);
     }
 

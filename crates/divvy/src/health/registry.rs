@@ -146,6 +146,8 @@ pub(crate) struct Registry {
     /// right after recounting, under the same lock.
     pub(crate) counted_version: AtomicU64,
     subscribers: RwLock<Vec<Subscriber>>,
+    /// Wakers waiting for capacity or for a new set.
+    pub(crate) waiters: crate::wake::Waiters,
 }
 
 impl Registry {
@@ -161,6 +163,7 @@ impl Registry {
             total_in_flight: AtomicU64::new(0),
             counted_version: AtomicU64::new(0),
             subscribers: RwLock::new(Vec::new()),
+            waiters: crate::wake::Waiters::default(),
         }
     }
 

@@ -272,6 +272,9 @@ impl Strategy for Ketama {
     fn prepare(&self, backends: &[Backend]) -> Result<Ring, UpdateError> {
         // The balancer validated the set; prepared directly, an unchecked set (empty, a zero
         // weight) must be an error rather than a panic.
+        if backends.is_empty() {
+            return Err(UpdateError::Empty);
+        }
         crate::validate(backends)?;
         let bound = self.bound.map(|c| LoadFactor::new(NAME, c)).transpose()?;
         Ring::build(backends, bound)

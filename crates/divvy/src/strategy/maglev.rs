@@ -332,6 +332,9 @@ impl Strategy for Maglev {
     fn prepare(&self, backends: &[Backend]) -> Result<Table, UpdateError> {
         // The balancer validated the set; prepared directly, an unchecked set (empty, a zero
         // weight) must be an error rather than a panic.
+        if backends.is_empty() {
+            return Err(UpdateError::Empty);
+        }
         crate::validate(backends)?;
         let bound = self.bound.map(|c| LoadFactor::new(NAME, c)).transpose()?;
         let m = self.table_size;

@@ -10,7 +10,6 @@ fn ok_set() -> Vec<Backend> {
 #[test]
 fn every_invalid_set_is_a_typed_error_naming_the_backend() {
     let cases: Vec<(Vec<Backend>, UpdateError, &str)> = vec![
-        (vec![], UpdateError::Empty, "backend set is empty"),
         (
             vec![Backend::new("a"), Backend::new("")],
             UpdateError::EmptyId { index: 1 },
@@ -66,6 +65,19 @@ fn every_invalid_set_is_a_typed_error_naming_the_backend() {
         assert_eq!(got.to_string(), message);
         assert_eq!(Balancer::new(RoundRobin::new(), set).unwrap_err(), error);
     }
+}
+
+#[test]
+fn the_empty_set_is_valid_and_picks_from_it_fail() {
+    assert_eq!(divvy::validate(&[]), Ok(()));
+    let lb = Balancer::new(Maglev::new(), ok_set()).unwrap();
+    lb.update(Vec::new()).unwrap();
+    assert_eq!(
+        lb.pick(&Context::new()).unwrap_err(),
+        divvy::PickError::NoneAvailable { total: 0 }
+    );
+    lb.update(ok_set()).unwrap();
+    assert!(lb.pick(&Context::new()).is_ok());
 }
 
 #[test]
