@@ -41,7 +41,7 @@
 //! | [`retry`] | retries on another backend, as a tower retry policy |
 //! | [`endpoint`] | one shared HTTP client pointed at each backend |
 //! | [`health`] | active health checks (TCP, HTTP) feeding the registry's rise/fall |
-//! | `discover` | DNS discovery (A/AAAA, SRV), behind the `dns` feature |
+//! | [`discover`] | membership from a stream of changes or a tower `Discover`, membership as a `Discover`, DNS discovery (A/AAAA, SRV, feature `dns`) |
 //! | [`error`] | [`NoBackendAvailable`](error::NoBackendAvailable), [`BackendFailed`](error::BackendFailed) |
 
 #![forbid(unsafe_code)]
@@ -54,7 +54,6 @@
 
 pub mod balance;
 pub mod classify;
-#[cfg(feature = "dns")]
 pub mod discover;
 pub mod endpoint;
 pub mod error;

@@ -160,8 +160,12 @@ impl<S: Strategy> Balancer<S> {
     #[inline]
     pub fn pick(&self, ctx: &Context<'_>) -> Result<Pick, PickError> {
         let snap = self.shared.current.load();
-        self.pick_from(&snap, ctx)
-            .or_else(|e| self.retry_if_stale(&snap, ctx, e))
+        let picked = self
+            .pick_from(&snap, ctx)
+            .or_else(|e| self.retry_if_stale(&snap, ctx, e));
+        #[cfg(feature = "tracing")]
+        trace_pick(self.shared.strategy.name(), &picked);
+        picked
     }
 
     /// A failed pick gets one more try, because what it read may have changed under it: health
@@ -309,17 +313,18 @@ impl<S: Strategy> Balancer<S> {
         }
     }
 
-    /// How long until the earliest passive ejection in the current set expires, when a backend
-    /// is ejected (`Some(Duration::ZERO)` when one already expired and waits for its half-open
-    /// request). Read by waiters of [`poll_available`](Self::poll_available), because an
-    /// ejection that ends by itself wakes nobody.
+    /// How long until the earliest passive ejection in the current set is over, when a backend
+    /// is ejected: the time to the first instant past its end (nginx still skips a backend at
+    /// exactly `fail_timeout`), so at least a nanosecond. Read by waiters of
+    /// [`poll_available`](Self::poll_available), because an ejection that ends by itself wakes
+    /// nobody.
     pub fn ejection_expires_in(&self) -> Option<Duration> {
         let snap = self.shared.current.load();
         let now = self.shared.registry.now_nanos();
         snap.members
             .iter()
             .filter(|m| m.live.flags.load(Relaxed) & flag::EJECTED != 0)
-            .map(|m| m.live.ejected_until.load(Relaxed).saturating_sub(now))
+            .map(|m| m.live.ejected_until.load(Relaxed).saturating_sub(now) + 1)
             .min()
             .map(Duration::from_nanos)
     }
@@ -458,32 +463,22 @@ impl<S: Strategy> Balancer<S> {
     pub fn stats(&self) -> Vec<BackendStats> {
         let snap = self.shared.current.load();
         let view = View::new(&snap.members, &[], &self.shared.registry);
-        snap.members
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let live = &m.live;
-                let flags = live.flags.load(Relaxed);
-                BackendStats {
-                    id: live.id.clone(),
-                    tier: m.backend.get_tier(),
-                    weight: m.backend.get_weight(),
-                    effective_weight: view.effective_weight(i),
-                    admin: live.admin(),
-                    health: HealthState::from_flags(flags),
-                    available: view.is_available(i),
-                    in_flight: live.in_flight(),
-                    picks: live.picks(),
-                    successes: live.successes.load(Relaxed),
-                    failures: live.failures.load(Relaxed),
-                    ejections: live.machine.lock().ejections,
-                    consecutive_failures: live.consecutive_failures.load(Relaxed),
-                    latency_ewma: live
-                        .latency_ewma_nanos()
-                        .map(|n| Duration::from_nanos(n as u64)),
-                }
-            })
+        (0..snap.members.len())
+            .map(|i| member_stats(&view, &snap.members[i], i))
             .collect()
+    }
+
+    /// Calls `f` with the statistics and latency histogram of every backend of the current set.
+    #[cfg(feature = "prometheus")]
+    pub(crate) fn visit_stats(
+        &self,
+        f: &mut dyn FnMut(&BackendStats, &crate::metrics::LatencyHistogram),
+    ) {
+        let snap = self.shared.current.load();
+        let view = View::new(&snap.members, &[], &self.shared.registry);
+        for (i, m) in snap.members.iter().enumerate() {
+            f(&member_stats(&view, m, i), &m.live.latency_histogram);
+        }
     }
 
     pub(crate) fn live(&self, id: &str) -> Result<LiveRef, BackendError> {
@@ -494,6 +489,48 @@ impl<S: Strategy> Balancer<S> {
             .filter(|m| m.backend.id() == id)
             .map(|m| m.live.clone())
             .ok_or_else(|| BackendError::Unknown { id: id.into() })
+    }
+}
+
+/// The pick's `tracing` event: at trace level for a backend chosen, debug for none. With no
+/// subscriber (or one that does not want them) this is one relaxed load of tracing's global
+/// level filter and a compare.
+#[cfg(feature = "tracing")]
+#[inline(always)]
+fn trace_pick(strategy: &'static str, picked: &Result<Pick, PickError>) {
+    match picked {
+        Ok(pick) => tracing::trace!(strategy, backend = pick.id(), "divvy pick"),
+        Err(error) => tracing::debug!(strategy, %error, "divvy pick found no backend"),
+    }
+}
+
+/// One member's statistics, read from its live state.
+fn member_stats(view: &View<'_>, m: &Member, i: usize) -> BackendStats {
+    let live = &m.live;
+    let flags = live.flags.load(Relaxed);
+    let ejections = {
+        let machine = live.machine.lock();
+        (machine.max_fails_ejections, machine.ejections)
+    };
+    BackendStats {
+        id: live.id.clone(),
+        tier: m.backend.get_tier(),
+        weight: m.backend.get_weight(),
+        effective_weight: view.effective_weight(i),
+        admin: live.admin(),
+        health: HealthState::from_flags(flags),
+        available: view.is_available(i),
+        in_flight: live.in_flight(),
+        picks: live.picks(),
+        successes: live.successes.load(Relaxed),
+        failures: live.failures.load(Relaxed),
+        ejections: ejections.0 + ejections.1,
+        max_fails_ejections: ejections.0,
+        consecutive_ejections: ejections.1,
+        consecutive_failures: live.consecutive_failures.load(Relaxed),
+        latency_ewma: live
+            .latency_ewma_nanos()
+            .map(|n| Duration::from_nanos(n as u64)),
     }
 }
 
@@ -512,13 +549,16 @@ impl<S: Strategy> Picker<S> {
     #[inline]
     pub fn pick(&mut self, ctx: &Context<'_>) -> Result<Pick, PickError> {
         let snap = self.cache.load();
-        match self.balancer.pick_from(snap, ctx) {
+        let picked = match self.balancer.pick_from(snap, ctx) {
             Ok(p) => Ok(p),
             Err(e) => {
                 let snap = snap.clone();
                 self.balancer.retry_if_stale(&snap, ctx, e)
             }
-        }
+        };
+        #[cfg(feature = "tracing")]
+        trace_pick(self.balancer.shared.strategy.name(), &picked);
+        picked
     }
 
     /// The version of the set this picker sees, checking for a newer one with one atomic load.
@@ -644,6 +684,7 @@ fn build_snapshot<P>(
             .current
             .remove(b.id())
             .or_else(|| lives.departed.remove(b.id()));
+        let fresh = kept.is_none();
         let live = match kept {
             Some(live) => {
                 if **live.backend.load() != *b {
@@ -661,7 +702,11 @@ fn build_snapshot<P>(
         };
         live.tier.store(b.get_tier(), Relaxed);
         live.in_set.store(true, Relaxed);
-        events.extend(registry.apply_config(&live, b.get_state(), now));
+        // Most publications change one backend or none: the configured state of the others is
+        // what they already apply.
+        if fresh || live.admin_config.load(Relaxed) != b.get_state().to_u8() {
+            events.extend(registry.apply_config(&live, b.get_state(), now));
+        }
         by_key.insert(b.key(), i as u32);
         next.insert(b.id_arc().clone(), live.clone());
         members.push(Member {

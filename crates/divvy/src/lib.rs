@@ -35,6 +35,20 @@
 //! | [`PowerOfTwoChoices`](strategy::PowerOfTwoChoices) | best of two random by in-flight or peak-EWMA | `random two least_conn`, linkerd |
 //! | [`Failover`](strategy::Failover) | priority tiers and zones around an inner strategy | `backup`, Envoy priorities |
 //!
+//! ## Membership
+//!
+//! Besides the whole-set [`Balancer::update`], a set changes one backend at a time with
+//! [`Balancer::add`], [`remove`](Balancer::remove), [`set_weight`](Balancer::set_weight),
+//! [`set_state`](Balancer::set_state) or any edit with [`modify`](Balancer::modify): each is
+//! atomic (no lost update among concurrent writers) and validated as a whole set would be. The
+//! empty set is valid; picks from it fail with [`PickError::NoneAvailable`].
+//!
+//! ## Features
+//!
+//! - `prometheus`: per-backend metrics with `prometheus-client` (`metrics` module,
+//!   `Balancer::register_metrics`).
+//! - `tracing`: `tracing` events on picks, outcomes and health transitions.
+//!
 //! ## Health
 //!
 //! See [`health`] for the rules (active `rise`/`fall`, nginx `max_fails`/`fail_timeout`, Envoy
@@ -61,6 +75,8 @@ pub mod health;
 #[allow(unsafe_code)]
 mod live;
 mod membership;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
 mod pick;
 pub mod strategy;
 mod view;

@@ -90,6 +90,9 @@ pub(crate) struct Live {
     pub(crate) in_set: AtomicBool,
     pub(crate) machine: Mutex<Machine>,
     pub(crate) registry: Arc<Registry>,
+    /// Reported latencies, for the `divvy_backend_latency_seconds` histogram.
+    #[cfg(feature = "prometheus")]
+    pub(crate) latency_histogram: crate::metrics::LatencyHistogram,
 }
 
 pub(crate) const NO_OVERRIDE: u8 = u8::MAX;
@@ -118,6 +121,8 @@ impl Live {
             in_set: AtomicBool::new(false),
             machine: Mutex::new(Machine::default()),
             registry,
+            #[cfg(feature = "prometheus")]
+            latency_histogram: Default::default(),
         });
         LiveRef {
             ptr: NonNull::from(Box::leak(live)),

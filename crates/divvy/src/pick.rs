@@ -110,12 +110,13 @@ impl Pick {
         let registry = &live.registry;
         if let Some(latency) = latency {
             let decay = duration_to_nanos(registry.config.latency_decay) as f64;
-            live.record_latency(
-                duration_to_nanos(latency) as f64,
-                registry.now_nanos(),
-                decay,
-            );
+            let nanos = duration_to_nanos(latency);
+            live.record_latency(nanos as f64, registry.now_nanos(), decay);
+            #[cfg(feature = "prometheus")]
+            live.latency_histogram.record(nanos);
         }
+        #[cfg(feature = "tracing")]
+        tracing::trace!(backend = &*live.id, ?outcome, ?latency, "divvy outcome");
         registry.on_outcome(live, outcome == Outcome::Success);
     }
 }

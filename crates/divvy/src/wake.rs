@@ -212,12 +212,12 @@ mod tests {
         assert_eq!(lb.poll_available(&w), Poll::Pending);
         assert_eq!(
             lb.ejection_expires_in(),
-            Some(std::time::Duration::from_secs(10))
+            Some(std::time::Duration::from_nanos(10_000_000_001))
         );
         clock.advance(std::time::Duration::from_secs(4));
         assert_eq!(
             lb.ejection_expires_in(),
-            Some(std::time::Duration::from_secs(6))
+            Some(std::time::Duration::from_nanos(6_000_000_001))
         );
     }
 }

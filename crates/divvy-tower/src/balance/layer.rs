@@ -19,6 +19,7 @@ pub struct BalanceLayer<S: Strategy, X, C, T = Http> {
     extract: X,
     classify: C,
     track: T,
+    backpressure: bool,
 }
 
 impl<S: Strategy, X, C> BalanceLayer<S, X, C, Http> {
@@ -30,6 +31,7 @@ impl<S: Strategy, X, C> BalanceLayer<S, X, C, Http> {
             extract,
             classify,
             track: Http,
+            backpressure: false,
         }
     }
 }
@@ -43,7 +45,15 @@ impl<S: Strategy, X, C, T> BalanceLayer<S, X, C, T> {
             extract: self.extract,
             classify: self.classify,
             track,
+            backpressure: self.backpressure,
         }
+    }
+
+    /// Services made by this layer wait in `poll_ready` while no backend can take a request:
+    /// see [`Balance::backpressure`]. Default is off (always ready).
+    pub fn backpressure(mut self) -> Self {
+        self.backpressure = true;
+        self
     }
 
     /// The balancer.
@@ -64,13 +74,18 @@ where
     type Service = Balance<S, M, X, C, T>;
 
     fn layer(&self, maker: M) -> Self::Service {
-        Balance::from_parts(
+        let balance = Balance::from_parts(
             self.balancer.clone(),
             maker,
             self.extract.clone(),
             self.classify.clone(),
             self.track.clone(),
-        )
+        );
+        if self.backpressure {
+            balance.backpressure()
+        } else {
+            balance
+        }
     }
 }
 
@@ -81,6 +96,7 @@ impl<S: Strategy, X: Clone, C: Clone, T: Clone> Clone for BalanceLayer<S, X, C, 
             extract: self.extract.clone(),
             classify: self.classify.clone(),
             track: self.track.clone(),
+            backpressure: self.backpressure,
         }
     }
 }
@@ -98,6 +114,7 @@ where
             .field("extract", &self.extract)
             .field("classify", &self.classify)
             .field("track", &self.track)
+            .field("backpressure", &self.backpressure)
             .finish()
     }
 }

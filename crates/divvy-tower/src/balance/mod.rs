@@ -25,7 +25,8 @@
 //!
 //! # Readiness
 //!
-//! [`Balance`] is always ready. Choosing a backend in `poll_ready` would bind a readiness
+//! By default [`Balance`] is always ready (with [`Balance::backpressure`] it waits instead: see
+//! there). Choosing a backend in `poll_ready` would bind a readiness
 //! reservation to a backend before the request (and so its hash key or sticky cookie) is known,
 //! and a balancer with no available backend would have to either wait (a hang with no deadline)
 //! or fail the readiness of every later request. Instead, the pick happens in `call`, where the

@@ -1,12 +1,15 @@
 //! The balancing service.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use divvy::{Backend, Balancer, Picker, Strategy};
 use parking_lot::Mutex;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tower::BoxError;
 use tower_service::Service;
 
@@ -39,6 +42,11 @@ pub struct Balance<S: Strategy, M: MakeEndpoint, X, C, T = Http> {
     endpoints: Arc<Endpoints<M::Service>>,
     /// The newest services any clone built, so that a set change is made once, not per clone.
     latest: Arc<Mutex<Arc<Endpoints<M::Service>>>>,
+    /// `poll_ready` waits until a backend can take a request (see [`backpressure`](Self::backpressure)).
+    backpressure: bool,
+    /// In backpressure mode, the wait for the earliest ejection to expire: that is no event the
+    /// balancer reports, so readiness wakes itself for it.
+    expiry: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S, M, X, C> Balance<S, M, X, C, Http>
@@ -77,7 +85,53 @@ where
             track,
             latest: Arc::new(Mutex::new(endpoints.clone())),
             endpoints,
+            backpressure: false,
+            expiry: None,
         }
+    }
+
+    /// Makes `poll_ready` wait while no backend can take a request (every backend down,
+    /// ejected, draining or at its [`max_in_flight`](divvy::Backend::max_in_flight)), as tower's
+    /// own balancer does, instead of being always ready and failing such a request at once with
+    /// [`NoBackendAvailable`](crate::error::NoBackendAvailable).
+    ///
+    /// The wait ends at the next change that may free a backend: a health or operator
+    /// transition, the end of a request to a backend with an in-flight limit, a new backend set,
+    /// or the expiry of the earliest passive ejection. Readiness reserves nothing: when several
+    /// callers race for one freed slot, the losers' requests still fail with
+    /// `NoBackendAvailable`. Put a timeout (tower's `Timeout`) around a stack in this mode, as
+    /// the wait has no deadline of its own. Default is off (always ready).
+    pub fn backpressure(mut self) -> Self {
+        self.picker.balancer().enable_wakers();
+        self.backpressure = true;
+        self
+    }
+
+    /// Waits for a backend that can take a request (backpressure mode).
+    fn poll_capacity(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let balancer = self.picker.balancer();
+        if balancer.poll_available(cx.waker()).is_ready() {
+            self.expiry = None;
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(left) = balancer.ejection_expires_in() {
+            let deadline = Instant::now() + left;
+            let sleep = self
+                .expiry
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            if sleep.as_mut().poll(cx).is_ready() {
+                // The balancer's clock and tokio's disagree by a hair: look again in a
+                // millisecond (the timer's resolution) rather than spin.
+                sleep
+                    .as_mut()
+                    .reset(Instant::now() + Duration::from_millis(1));
+                let _ = sleep.as_mut().poll(cx);
+            }
+        }
+        Poll::Pending
     }
 
     /// Uses `track` to decide how long a request holds its backend, for example
@@ -91,6 +145,8 @@ where
             track,
             endpoints: self.endpoints,
             latest: self.latest,
+            backpressure: self.backpressure,
+            expiry: None,
         }
     }
 
@@ -174,11 +230,15 @@ where
     type Error = BoxError;
     type Future = ResponseFuture<M::Service, Req, C, T>;
 
-    /// Always ready: the backend is chosen in `call`, and its service's readiness is awaited in
-    /// the response future. A request no backend can take fails at once with
-    /// [`NoBackendAvailable`](crate::error::NoBackendAvailable) instead of waiting.
+    /// Ready by default: the backend is chosen in `call`, and its service's readiness is awaited
+    /// in the response future. A request no backend can take fails at once with
+    /// [`NoBackendAvailable`](crate::error::NoBackendAvailable) instead of waiting. With
+    /// [`backpressure`](Balance::backpressure), pending while no backend can take a request.
     #[inline]
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.backpressure {
+            return self.poll_capacity(cx);
+        }
         Poll::Ready(Ok(()))
     }
 
@@ -230,6 +290,8 @@ where
             track: self.track.clone(),
             endpoints: self.endpoints.clone(),
             latest: self.latest.clone(),
+            backpressure: self.backpressure,
+            expiry: None,
         }
     }
 }
@@ -250,6 +312,7 @@ where
             .field("classify", &self.classify)
             .field("track", &self.track)
             .field("version", &self.endpoints.version)
+            .field("backpressure", &self.backpressure)
             .finish()
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use divvy::{Backend, Balancer, Strategy};
 use hickory_resolver::TokioResolver;
 
+use super::change::Change;
 use super::dns::DnsDiscovery;
 use super::error::DiscoverError;
 use crate::health::handle::{Background, Stop};
@@ -127,13 +128,11 @@ fn round<S: Strategy>(
     counters.rounds.fetch_add(1, Relaxed);
     let name = config.name();
     let published = found.and_then(|(backends, next)| {
-        // Compare with what serves now, not with what was last published: an update from
-        // elsewhere is put right on the next round.
-        if *balancer.backends() == *backends {
-            return Ok((backends, next, false));
-        }
-        balancer.update(backends.iter().cloned())?;
-        Ok((backends, next, true))
+        // The same path as every other source: one atomic replacement, published only when it
+        // differs from what serves now (not from what was last published: an update from
+        // elsewhere is put right on the next round).
+        let changed = Change::Replace(backends.clone()).apply(balancer)?;
+        Ok((backends, next, changed))
     });
     let (event, next);
     let error;

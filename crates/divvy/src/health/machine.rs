@@ -18,8 +18,11 @@ pub(crate) struct Machine {
     fails: u32,
     accessed: u64,
     checked: u64,
-    /// Passive ejections so far (the k in `base_ejection_time × k`).
+    /// Ejections by the consecutive-failure rule so far (the k in `base_ejection_time × k`).
     pub(crate) ejections: u32,
+    /// Ejections by nginx's `max_fails` rule alone, for statistics: an ejection both rules
+    /// caused counts once, under the consecutive-failure rule, which set its length.
+    pub(crate) max_fails_ejections: u32,
     /// The length of the ejection in force, reused as the half-open window.
     ejection_len: u64,
     /// A half-open request was let through since the last ejection.
@@ -65,6 +68,7 @@ impl Registry {
             let flags = live.flags.load(Relaxed);
             let mut new = flags;
             let mut eject_for: Option<u64> = None;
+            let mut by_consecutive = false;
             if self.config.max_fails > 0 {
                 // nginx: fails++, accessed = checked = now; at max_fails the peer is skipped
                 // while `now - checked <= fail_timeout`.
@@ -84,6 +88,7 @@ impl Registry {
                         && self.may_eject_outlier())
                 {
                     m.ejections = m.ejections.saturating_add(1);
+                    by_consecutive = true;
                     let len = self.config.base_ejection_time.saturating_mul(m.ejections);
                     let len = duration_to_nanos(len.min(self.config.max_ejection_time));
                     eject_for = Some(eject_for.map_or(len, |l| l.max(len)));
@@ -92,6 +97,13 @@ impl Registry {
                 }
             }
             if let Some(len) = eject_for {
+                // A new ejection, not a failure reported while already ejected (requests that
+                // were in flight when the backend was ejected), unless it is the half-open
+                // request's failure, which ejects again.
+                let again = flags & flag::EJECTED == 0 || m.probing;
+                if again && !by_consecutive {
+                    m.max_fails_ejections = m.max_fails_ejections.saturating_add(1);
+                }
                 m.probing = false;
                 m.ejection_len = len;
                 new |= flag::EJECTED;
@@ -231,6 +243,10 @@ impl Registry {
         };
         drop(m);
         self.waiters.wake(crate::wake::Interest::Capacity);
+        #[cfg(feature = "tracing")]
+        if let Some(e) = &ev {
+            trace_transition(e);
+        }
         self.emit(ev);
     }
 
@@ -250,6 +266,18 @@ impl Registry {
     /// The effective weight of a backend in slow start (at least 1).
     pub(crate) fn slow_start_weight(&self, live: &Live, weight: u32, now: u64) -> u32 {
         ((f64::from(weight) * self.slow_start_factor(live, now)) as u32).clamp(1, weight)
+    }
+}
+
+/// A transition's `tracing` event: warn when a backend leaves rotation by health, info for the
+/// rest.
+#[cfg(feature = "tracing")]
+fn trace_transition(e: &HealthEvent) {
+    let (backend, from, to, cause) = (&*e.backend, e.from, e.to, e.cause);
+    if matches!(to, HealthState::Ejected | HealthState::Failing) {
+        tracing::warn!(backend, %from, %to, ?cause, "divvy backend taken out of rotation");
+    } else {
+        tracing::info!(backend, %from, %to, ?cause, "divvy backend state changed");
     }
 }
 

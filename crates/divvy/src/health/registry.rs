@@ -113,8 +113,15 @@ pub struct BackendStats {
     pub successes: u64,
     /// Outcomes reported as failure.
     pub failures: u64,
-    /// Passive ejections so far.
+    /// Passive ejections so far, whichever rule caused them (the sum of
+    /// [`max_fails_ejections`](Self::max_fails_ejections) and
+    /// [`consecutive_ejections`](Self::consecutive_ejections)). A failure reported while the
+    /// backend is already ejected is not another ejection; a failed half-open request is.
     pub ejections: u32,
+    /// Ejections by nginx's `max_fails` within `fail_timeout` rule.
+    pub max_fails_ejections: u32,
+    /// Ejections by Envoy's consecutive-failure rule (an ejection both rules caused counts here).
+    pub consecutive_ejections: u32,
     /// Failures since the last success.
     pub consecutive_failures: u32,
     /// Peak-EWMA latency, once a latency was reported.

@@ -206,6 +206,41 @@ fn max_fails_counts_failures_until_a_success_after_a_quiet_window() {
 }
 
 #[test]
+fn every_ejection_is_counted_whichever_rule_caused_it() {
+    let (lb, clock) = balancer(HealthConfig::builder().panic_threshold(0).build(), &[A, B]);
+    // Two requests in flight when A fails: the second failure is no new ejection.
+    let (first, second) = (pick_on(&lb, A), pick_on(&lb, A));
+    first.failure();
+    second.failure();
+    let s = &lb.stats()[0];
+    assert_eq!(
+        (s.ejections, s.max_fails_ejections, s.consecutive_ejections),
+        (1, 1, 0)
+    );
+    clock.advance(secs(11));
+    fail_on(&lb, A); // the failed half-open request ejects again
+    let s = &lb.stats()[0];
+    assert_eq!(
+        (s.ejections, s.max_fails_ejections, s.consecutive_ejections),
+        (2, 2, 0)
+    );
+    // The consecutive-failure rule, on its own.
+    let (lb, _) = balancer(outlier(2, 100), &[A, B]);
+    fail_on(&lb, A);
+    fail_on(&lb, A);
+    let s = &lb.stats()[0];
+    assert_eq!(
+        (s.ejections, s.max_fails_ejections, s.consecutive_ejections),
+        (1, 0, 1)
+    );
+}
+
+fn pick_on(lb: &Balancer<RoundRobin>, id: &str) -> crate::Pick {
+    lb.pick(&Context::new().sticky(crate::Backend::new(id).key()))
+        .unwrap()
+}
+
+#[test]
 fn a_successful_half_open_request_restores_and_a_failed_one_waits_again() {
     let (lb, clock) = balancer(HealthConfig::builder().panic_threshold(0).build(), &[A, B]);
     fail_on(&lb, A);
