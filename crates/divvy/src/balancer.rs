@@ -11,13 +11,14 @@ use ahash::RandomState;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
+use crate::backend::{AdminState, Backend};
 use crate::clock::{Clock, SystemClock};
 use crate::context::Context;
 use crate::error::{BackendError, PickError, UpdateError};
 use crate::health::{BackendStats, HealthConfig, HealthEvent, HealthState, Registry};
 use crate::live::{flag, Live, LiveRef};
 use crate::pick::Pick;
+use crate::set::BackendSet;
 use crate::strategy::Strategy;
 use crate::view::{Member, View};
 use crate::wake::{Interest, WakeOnEnd};
@@ -604,63 +605,17 @@ impl<S> fmt::Debug for BalancerBuilder<S> {
     }
 }
 
-/// Validates a set and lets the strategy prepare it; the empty set needs no preparation.
+/// Validates a set and lets the strategy prepare it; the empty set needs no preparation (a
+/// balancer publishes it with no strategy state, and picks from it fail before the strategy is
+/// asked).
 fn prepare<S: Strategy>(
     strategy: &S,
     backends: &[Backend],
 ) -> Result<Option<S::Prepared>, UpdateError> {
-    validate(backends)?;
     if backends.is_empty() {
         return Ok(None);
     }
-    strategy.prepare(backends).map(Some)
-}
-
-/// Checks a set as a whole; the first problem found is reported, naming the backend. The empty
-/// set is valid (a service scaled to zero).
-pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
-    let mut seen: HashMap<&str, usize, RandomState> =
-        HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
-    for (i, b) in backends.iter().enumerate() {
-        let id = b.id_arc();
-        if id.is_empty() {
-            return Err(UpdateError::EmptyId { index: i });
-        }
-        if let Some(first) = seen.insert(b.id(), i) {
-            return Err(UpdateError::Duplicate {
-                id: id.clone(),
-                first,
-                second: i,
-            });
-        }
-        match b.get_weight() {
-            0 => return Err(UpdateError::ZeroWeight { id: id.clone() }),
-            w if w > MAX_WEIGHT => {
-                return Err(UpdateError::WeightTooLarge {
-                    id: id.clone(),
-                    weight: w,
-                })
-            }
-            _ => {}
-        }
-        if usize::from(b.get_tier()) >= MAX_TIERS {
-            return Err(UpdateError::TierTooLarge {
-                id: id.clone(),
-                tier: b.get_tier(),
-            });
-        }
-        match b.get_max_in_flight() {
-            Some(0) => return Err(UpdateError::ZeroMaxInFlight { id: id.clone() }),
-            Some(m) if u64::from(m) > crate::live::IN_FLIGHT_LIMIT => {
-                return Err(UpdateError::MaxInFlightTooLarge {
-                    id: id.clone(),
-                    max_in_flight: m,
-                })
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+    strategy.prepare(&BackendSet::new(backends)?).map(Some)
 }
 
 /// Builds the members of a validated set, reusing live state by identity. The caller recounts

@@ -8,9 +8,9 @@ use crate::backend::{MAX_TIERS, MAX_WEIGHT};
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum UpdateError {
-    /// A strategy was asked to prepare an empty set. Balancers accept the empty set (picks from
-    /// it fail with [`PickError::NoneAvailable`]) and never ask a strategy to prepare it; a
-    /// strategy called directly reports this.
+    /// [`BackendSet::new`](crate::BackendSet::new) was given no backends: there is nothing a
+    /// strategy could prepare. Balancers accept the empty set (picks from it fail with
+    /// [`PickError::NoneAvailable`]) and never ask a strategy to prepare it.
     #[error("backend set is empty")]
     Empty,
     /// A change names a backend that is not in the set.
