@@ -288,6 +288,14 @@ impl<B: Clone, Rb> Policy<http::Request<B>, http::Response<PickBody<Rb>>, BoxErr
             self.last = None;
             return None;
         }
+        let attempt = tried.len() + 1;
+        // Costs one load of tracing's global level filter when nobody listens.
+        tracing::debug!(
+            attempt,
+            failed_backend_key = failed,
+            method = %request.method(),
+            "divvy retries the request on a backend not tried yet"
+        );
         let mut last = std::mem::replace(result, Err(Box::new(Superseded)));
         if let Ok(response) = &mut last {
             // The failed backend's request is over; do not count it in flight while retrying.
