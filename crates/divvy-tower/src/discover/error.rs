@@ -25,7 +25,9 @@ pub enum DiscoverError {
         source: BoxError,
     },
     /// The name does not exist, or has no records of the type asked for (or only SRV records with
-    /// the target `.`): an empty set cannot be published.
+    /// the target `.`). The balancer would accept an empty set, but DNS discovery keeps the last
+    /// one: resolvers and registries answer this way for passing failures too (see the
+    /// [module docs](super)).
     #[error("`{name}` has no usable records")]
     Empty {
         /// The name queried.
