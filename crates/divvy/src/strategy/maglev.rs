@@ -86,6 +86,8 @@ const REHASHES: u64 = 8;
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Maglev {
     table_size: u32,
+    /// Whether the size is the default, which a set with more backends than slots outgrows.
+    grows: bool,
     bound: Option<f64>,
 }
 
@@ -106,13 +108,41 @@ impl Maglev {
     /// The largest table size accepted (64 MiB of `u32` slots).
     pub const MAX_TABLE_SIZE: u32 = 1 << 24;
 
+    /// Slots per backend of a table grown past [`DEFAULT_TABLE_SIZE`](Self::DEFAULT_TABLE_SIZE).
+    const GROWN_SLOTS_PER_BACKEND: u64 = 20;
+
     /// A Maglev table of [`DEFAULT_TABLE_SIZE`](Self::DEFAULT_TABLE_SIZE) slots, without a load
-    /// bound.
+    /// bound. A set of more than 65,537 backends, which that table cannot hold, gets the smallest
+    /// prime of at least 20 slots per backend instead (at most
+    /// [`MAX_TABLE_SIZE`](Self::MAX_TABLE_SIZE)): 2,000,003 slots (8 MiB) for 100,000 backends.
+    /// Every set the default table holds keeps it, so no key moves for those.
     pub const fn new() -> Self {
         Maglev {
             table_size: Self::DEFAULT_TABLE_SIZE,
+            grows: true,
             bound: None,
         }
+    }
+
+    /// The table size for a set of `n` backends.
+    fn size_for(&self, n: usize) -> u32 {
+        if !self.grows || n <= self.table_size as usize {
+            return self.table_size;
+        }
+        let want = (n as u64 * Self::GROWN_SLOTS_PER_BACKEND).min(u64::from(Self::MAX_TABLE_SIZE));
+        // Primes are dense (one in about 17 numbers near 2²⁴): a short walk, once per prepare.
+        let mut m = want;
+        while !is_prime_u64(m) {
+            m += 1;
+        }
+        if m > u64::from(Self::MAX_TABLE_SIZE) {
+            // Past the cap: the largest prime below it.
+            m = u64::from(Self::MAX_TABLE_SIZE);
+            while !is_prime_u64(m) {
+                m -= 1;
+            }
+        }
+        m as u32
     }
 
     /// A Maglev table of `m` slots. `m` must be a prime between
@@ -135,6 +165,7 @@ impl Maglev {
         } else {
             return Ok(Maglev {
                 table_size: m,
+                grows: false,
                 bound: None,
             });
         };
@@ -163,6 +194,11 @@ impl Maglev {
     pub const fn get_bounded_load(&self) -> Option<f64> {
         self.bound
     }
+}
+
+/// [`is_prime`] for a candidate that may lie just past the largest table size.
+fn is_prime_u64(m: u64) -> bool {
+    u32::try_from(m).is_ok_and(is_prime)
 }
 
 /// Trial division: table sizes are at most 2²⁴, so at most 2¹² divisions, once per construction.
@@ -330,7 +366,7 @@ impl Strategy for Maglev {
 
     fn prepare(&self, backends: &BackendSet<'_>) -> Result<Table, UpdateError> {
         let bound = self.bound.map(|c| LoadFactor::new(NAME, c)).transpose()?;
-        let m = self.table_size;
+        let m = self.size_for(backends.len());
         if backends.len() > m as usize {
             return Err(UpdateError::Strategy {
                 strategy: NAME,
@@ -512,6 +548,20 @@ mod tests {
                 "{m}: {reason}"
             );
         }
+    }
+
+    #[test]
+    fn the_default_table_grows_only_for_a_set_it_cannot_hold() {
+        let m = Maglev::new();
+        assert_eq!(m.size_for(65_537), Maglev::DEFAULT_TABLE_SIZE);
+        assert_eq!(m.size_for(100_000), 2_000_003);
+        assert!(is_prime(m.size_for(65_538)) && m.size_for(65_538) >= 20 * 65_538);
+        assert_eq!(m.size_for(1 << 24), 16_777_213);
+        assert!(m.size_for((1 << 24) + 1) < (1 << 24) + 1);
+        let explicit = Maglev::with_table_size(Maglev::DEFAULT_TABLE_SIZE).unwrap();
+        assert_eq!(explicit.size_for(100_000), Maglev::DEFAULT_TABLE_SIZE);
+        let t = Maglev::new().prepare(&valid(&backends(65_538))).unwrap();
+        assert_eq!(t.size, m.size_for(65_538));
     }
 
     #[test]
