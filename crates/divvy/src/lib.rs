@@ -32,7 +32,7 @@
 //! | [`Ketama`](strategy::Ketama) | consistent hash ring, nginx's point placement | `hash $key consistent` |
 //! | [`Maglev`](strategy::Maglev) | Maglev lookup table, optional bounded loads | Envoy `MAGLEV` |
 //! | [`Random`](strategy::Random) | weighted random | `random` |
-//! | [`PowerOfTwoChoices`](strategy::PowerOfTwoChoices) | best of two random by in-flight or peak-EWMA | `random two least_conn`, linkerd |
+//! | [`PowerOfTwoChoices`](strategy::PowerOfTwoChoices) | best of two drawn by weight, by in-flight or peak-EWMA | `random two least_conn`, linkerd |
 //! | [`Failover`](strategy::Failover) | priority tiers and zones around an inner strategy | `backup`, Envoy priorities |
 //!
 //! ## Health

@@ -8,7 +8,7 @@ use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
 use crate::hash::reduce;
-use crate::strategy::random::{split, Stream};
+use crate::strategy::random::{split, AliasTable, Stream};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
@@ -65,9 +65,9 @@ impl fmt::Display for Cost {
 
 // === impl PowerOfTwoChoices ===
 
-/// The power of two random choices (Mitzenmacher, 2001): draw two distinct backends uniformly
-/// at random and send the request to the one with the lower [`Cost`]. Nearly as good as
-/// scanning for the least loaded backend, at O(1), and without the herd behaviour of a strict
+/// The power of two random choices (Mitzenmacher, 2001): draw two backends at random, in
+/// proportion to weight, and send the request to the one with the lower [`Cost`]. Nearly as good
+/// as scanning for the least loaded backend, at O(1), and without the herd behaviour of a strict
 /// least-loaded choice when many balancers see the same stale counts.
 ///
 /// Two cost models:
@@ -78,14 +78,24 @@ impl fmt::Display for Cost {
 ///   latency EWMA × (in flight + 1), so a backend that slows down or queues loses traffic at
 ///   once. Divided by weight as well; with equal weights the order is exactly linkerd's.
 ///
-/// Both use the effective weight, so a backend in slow start looks proportionally busier.
+/// **Weights.** With equal weights the two candidates are distinct and uniform (one draw). With
+/// unequal weights each candidate is drawn independently from the same alias table
+/// [`Random`](crate::strategy::Random) uses (Vose, O(1) per draw), so an idle set, where every
+/// comparison ties, is split exactly in proportion to weight: a 1 % canary (weights 198:1:1)
+/// gets 0.5 % of the picks, not the third a uniform draw would give it. When both draws name
+/// the same backend it is the choice. Drawing without replacement instead would bias an idle
+/// set toward the light backends (a heavy backend is rarely drawn twice but often drawn first),
+/// which is the bias weighted P2C exists to remove.
+///
+/// Both costs use the effective weight, so a backend in slow start looks proportionally busier.
 /// Equal costs (common when idle: nothing in flight) are broken by a coin weighted by the two
-/// candidates' effective weights, so an idle pair splits in proportion to weight.
+/// candidates' slow-start factors: a fair coin outside slow start.
 ///
 /// An unavailable candidate yields to the other; when both are unavailable the pair is redrawn,
 /// up to four pairs, then the set is scanned from a random start.
 ///
-/// Cost: O(1), one random draw per pair; O(n) only when four pairs in a row were unavailable.
+/// Cost: O(1): one random draw per pair with equal weights, three with unequal weights (two
+/// candidates and the coin); O(n) only when four pairs in a row were unavailable.
 ///
 /// ```
 /// use divvy::{Backend, Balancer, Context, strategy::PowerOfTwoChoices};
@@ -173,19 +183,18 @@ impl PowerOfTwoChoices {
         }
     }
 
-    /// The better of two available candidates; `coin` breaks ties by weight.
+    /// The better of two distinct available candidates; `coin` breaks ties in proportion to the
+    /// candidates' slow-start factors (a fair coin outside slow start).
     #[inline]
     fn better(&self, view: &View<'_>, i: usize, j: usize, coin: u64) -> usize {
         match self.cost(view, i).cmp(&self.cost(view, j)) {
             Ordering::Less => i,
             Ordering::Greater => j,
             Ordering::Equal => {
-                // In 1/1024ths of a weight unit, so that slow start shows even at weight 1.
-                let (wi, wj) = (
-                    view.weight_1024ths(i) as usize,
-                    view.weight_1024ths(j) as usize,
-                );
-                if split(coin, wi + wj).0 < wi {
+                // In 1/1024ths, so that slow start shows even at weight 1. Candidates are drawn
+                // in proportion to configured weight already, so only the ramp weighs here.
+                let (si, sj) = (tie_share(view, i), tie_share(view, j));
+                if split(coin, si + sj).0 < si {
                     i
                 } else {
                     j
@@ -193,6 +202,12 @@ impl PowerOfTwoChoices {
             }
         }
     }
+}
+
+/// Backend `i`'s slow-start factor in 1/1024ths (at least 1): 1024 outside slow start.
+#[inline]
+fn tie_share(view: &View<'_>, i: usize) -> usize {
+    ((view.slow_start_factor(i) * 1024.0) as usize).max(1)
 }
 
 impl Default for PowerOfTwoChoices {
@@ -211,7 +226,7 @@ fn two_distinct(r: u64, n: usize) -> (usize, usize, u64) {
 }
 
 impl Strategy for PowerOfTwoChoices {
-    type Prepared = ();
+    type Prepared = AliasTable;
 
     fn name(&self) -> &'static str {
         if self.peak_ewma {
@@ -221,39 +236,63 @@ impl Strategy for PowerOfTwoChoices {
         }
     }
 
-    fn prepare(&self, _backends: &[Backend]) -> Result<(), UpdateError> {
-        Ok(())
+    fn prepare(&self, backends: &[Backend]) -> Result<AliasTable, UpdateError> {
+        AliasTable::for_set(self.name(), backends)
     }
 
     #[inline]
-    fn pick(&self, _: &(), _ctx: &Context<'_>, view: &View<'_>) -> Option<usize> {
+    fn pick(&self, table: &AliasTable, _ctx: &Context<'_>, view: &View<'_>) -> Option<usize> {
         let n = view.len();
         if n < 2 {
             return (n == 1 && view.is_available(0)).then_some(0);
         }
-        for _ in 0..DRAWS {
-            let (i, j, coin) = two_distinct(self.stream.next_u64(), n);
-            match (view.is_available(i), view.is_available(j)) {
-                (true, true) => return Some(self.better(view, i, j, coin)),
-                (true, false) => return Some(i),
-                (false, true) => return Some(j),
-                (false, false) => {}
+        if table.is_uniform() {
+            for _ in 0..DRAWS {
+                let (i, j, coin) = two_distinct(self.stream.next_u64(), n);
+                if let Some(k) = self.choose(view, i, j, coin) {
+                    return Some(k);
+                }
+            }
+        } else {
+            for _ in 0..DRAWS {
+                let i = table.sample(self.stream.next_u64(), n);
+                let j = table.sample(self.stream.next_u64(), n);
+                if i == j {
+                    if view.is_available(i) {
+                        return Some(i);
+                    }
+                } else if let Some(k) = self.choose(view, i, j, self.stream.next_u64()) {
+                    return Some(k);
+                }
             }
         }
         scan_from(view, reduce(self.stream.next_u64(), n))
     }
 }
 
+impl PowerOfTwoChoices {
+    /// The pick among two distinct candidates, if either is available.
+    #[inline]
+    fn choose(&self, view: &View<'_>, i: usize, j: usize, coin: u64) -> Option<usize> {
+        match (view.is_available(i), view.is_available(j)) {
+            (true, true) => Some(self.better(view, i, j, coin)),
+            (true, false) => Some(i),
+            (false, true) => Some(j),
+            (false, false) => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::{any, prop, prop_assert, prop_assert_ne, proptest};
+    use proptest::prelude::{any, prop, prop_assert, prop_assert_ne, proptest, ProptestConfig};
 
     use super::*;
     use crate::backend::AdminState;
     use crate::balancer::Balancer;
     use crate::error::PickError;
     use crate::pick::{Outcome, Pick};
-    use crate::strategy::random::tests::{assert_binomial, condition, count_picks, health};
+    use crate::strategy::random::tests::{assert_binomial, condition, count_picks, health, shares};
 
     fn weighted(weights: &[u32]) -> Vec<Backend> {
         weights
@@ -331,6 +370,68 @@ mod tests {
         }
     }
 
+    proptest! {
+        // Each case counts tens of thousands of picks.
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn idle_picks_give_each_backend_its_weighted_share_within_one_point(
+            weights in prop::collection::vec(1u32..=200, 2..6),
+            seed in any::<u64>(),
+        ) {
+            // 198:1:1 is the canary the weights were added for; the rest are arbitrary.
+            for weights in [vec![198, 1, 1], weights] {
+                let total: u32 = weights.iter().sum();
+                let lb = Balancer::new(PowerOfTwoChoices::from_seed(seed), weighted(&weights))
+                    .unwrap();
+                let picks = 40_000;
+                let counts = count_picks(&lb, &Context::new(), picks);
+                for (k, (&c, &w)) in counts.iter().zip(&weights).enumerate() {
+                    let share = c as f64 / picks as f64;
+                    let expected = f64::from(w) / f64::from(total);
+                    prop_assert!(
+                        (share - expected).abs() < 0.01,
+                        "backend {} of {:?}: share {} expected {}", k, weights, share, expected
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn under_load_the_less_loaded_per_weight_of_the_two_candidates_wins(
+            weights in prop::collection::vec(1u32..=8, 2..5),
+            loads in prop::collection::vec(0usize..4, 5),
+            seed in any::<u64>(),
+        ) {
+            let n = weights.len();
+            let lb = Balancer::new(PowerOfTwoChoices::from_seed(seed), weighted(&weights)).unwrap();
+            let _held: Vec<Vec<Pick>> = (0..n).map(|i| hold(&lb, &format!("b{i}"), loads[i])).collect();
+            // Candidates are drawn independently by weight (uniform distinct pairs when the
+            // weights are equal); the pick is the candidate of lower in-flight per weight, a
+            // fair coin on a tie. So P(k) follows from the rule alone.
+            let total: u32 = weights.iter().sum();
+            let uniform = weights.iter().all(|&w| w == weights[0]);
+            let p: Vec<f64> = weights.iter().map(|&w| f64::from(w) / f64::from(total)).collect();
+            let cost = |i: usize| loads[i] as f64 / f64::from(weights[i]);
+            let probs: Vec<f64> = (0..n)
+                .map(|k| {
+                    let pair = |j: usize| if uniform { 2.0 / (n * (n - 1)) as f64 } else { 2.0 * p[k] * p[j] };
+                    let alone = if uniform { 0.0 } else { p[k] * p[k] };
+                    alone + (0..n)
+                        .filter(|&j| j != k)
+                        .map(|j| match cost(k).total_cmp(&cost(j)) {
+                            Ordering::Less => pair(j),
+                            Ordering::Equal => pair(j) / 2.0,
+                            Ordering::Greater => 0.0,
+                        })
+                        .sum::<f64>()
+                })
+                .collect();
+            let counts = count_picks(&lb, &Context::new(), 20_000);
+            assert_binomial(&counts, &probs);
+        }
+    }
+
     #[test]
     fn of_two_backends_the_one_with_fewer_in_flight_wins() {
         let lb = Balancer::new(PowerOfTwoChoices::from_seed(1), weighted(&[1, 1])).unwrap();
@@ -343,13 +444,13 @@ mod tests {
 
     #[test]
     fn in_flight_is_compared_per_unit_of_weight() {
-        // b0: 3 in flight over weight 4 = 0.75; b1: 1 over weight 1 = 1.0. b0 is less loaded.
+        // b0: 3 in flight over weight 4 = 0.75; b1: 1 over weight 1 = 1.0. b0 is less loaded, so
+        // b1 is chosen only when both candidates are b1: (1/5)² of the picks.
         let lb = Balancer::new(PowerOfTwoChoices::from_seed(2), weighted(&[4, 1])).unwrap();
         let _a = hold(&lb, "b0", 3);
         let _b = hold(&lb, "b1", 1);
-        for _ in 0..100 {
-            assert_eq!(lb.pick(&Context::new()).unwrap().id(), "b0");
-        }
+        let counts = count_picks(&lb, &Context::new(), 20_000);
+        assert_binomial(&counts, &[24.0 / 25.0, 1.0 / 25.0]);
     }
 
     #[test]
@@ -364,22 +465,19 @@ mod tests {
     }
 
     #[test]
-    fn idle_ties_split_in_proportion_to_the_pair_weights() {
-        // Nothing stays in flight, so every pair ties and the weighted coin decides:
-        // P(k) = Σ_{j≠k} P(pair {k, j}) × w_k / (w_k + w_j), with P(pair) = 2 / (n (n − 1)).
-        let w = [1.0, 2.0, 5.0, 8.0];
-        let pair = 2.0 / (w.len() * (w.len() - 1)) as f64;
-        let probs: Vec<f64> = (0..w.len())
-            .map(|k| {
-                (0..w.len())
-                    .filter(|&j| j != k)
-                    .map(|j| pair * w[k] / (w[k] + w[j]))
-                    .sum()
-            })
-            .collect();
+    fn an_idle_weighted_set_is_split_in_proportion_to_weight() {
+        // Nothing stays in flight, so every pair ties and the fair coin decides: each candidate
+        // is drawn with probability w_k / Σw, so the pick is too.
         let lb = Balancer::new(PowerOfTwoChoices::from_seed(4), weighted(&[1, 2, 5, 8])).unwrap();
         let counts = count_picks(&lb, &Context::new(), 60_000);
-        assert_binomial(&counts, &probs);
+        assert_binomial(&counts, &shares(&[1.0, 2.0, 5.0, 8.0]));
+    }
+
+    #[test]
+    fn a_one_percent_canary_gets_its_share_when_idle() {
+        let lb = Balancer::new(PowerOfTwoChoices::from_seed(13), weighted(&[198, 1, 1])).unwrap();
+        let counts = count_picks(&lb, &Context::new(), 100_000);
+        assert_binomial(&counts, &shares(&[198.0, 1.0, 1.0]));
     }
 
     #[test]

@@ -240,9 +240,35 @@ impl AliasTable {
         }
     }
 
+    /// The table over a validated set's weights, for the strategy named `strategy` (named in the
+    /// error when the set has more backends than a column can address).
+    pub(crate) fn for_set(
+        strategy: &'static str,
+        backends: &[Backend],
+    ) -> Result<AliasTable, UpdateError> {
+        if u32::try_from(backends.len()).is_err() {
+            return Err(UpdateError::Strategy {
+                strategy,
+                reason: format!(
+                    "{} backends exceed the limit of {}",
+                    backends.len(),
+                    u32::MAX
+                ),
+            });
+        }
+        let weights: Vec<u32> = backends.iter().map(Backend::get_weight).collect();
+        Ok(AliasTable::new(&weights))
+    }
+
+    /// Whether every weight is equal, so that a uniform draw is already a weighted one.
+    #[inline]
+    pub(crate) fn is_uniform(&self) -> bool {
+        self.columns.is_empty()
+    }
+
     /// Draws an index of `0..n` with probability proportional to weight.
     #[inline]
-    fn sample(&self, r: u64, n: usize) -> usize {
+    pub(crate) fn sample(&self, r: u64, n: usize) -> usize {
         let (i, rest) = split(r, n);
         match self.columns.get(i) {
             None => i,
@@ -260,18 +286,7 @@ impl Strategy for Random {
     }
 
     fn prepare(&self, backends: &[Backend]) -> Result<AliasTable, UpdateError> {
-        if u32::try_from(backends.len()).is_err() {
-            return Err(UpdateError::Strategy {
-                strategy: self.name(),
-                reason: format!(
-                    "{} backends exceed the limit of {}",
-                    backends.len(),
-                    u32::MAX
-                ),
-            });
-        }
-        let weights: Vec<u32> = backends.iter().map(Backend::get_weight).collect();
-        Ok(AliasTable::new(&weights))
+        AliasTable::for_set(self.name(), backends)
     }
 
     #[inline]
