@@ -122,7 +122,8 @@ impl Backend {
     }
 
     /// Sets the priority tier: 0 is primary, 1 the first backup tier, up to `MAX_TIERS - 1`.
-    /// Tiers are honoured by [`Failover`](crate::strategy::Failover). Default is 0.
+    /// Every balancer honours tiers, whatever its strategy (see
+    /// [`Strategy::routes_tiers`](crate::Strategy::routes_tiers)). Default is 0.
     #[must_use]
     pub fn tier(mut self, tier: u8) -> Self {
         self.tier = tier;

@@ -17,6 +17,7 @@ use crate::error::{BackendError, PickError, UpdateError};
 use crate::health::{BackendStats, HealthConfig, HealthEvent, HealthState, Registry};
 use crate::live::{flag, Live, LiveRef};
 use crate::pick::Pick;
+use crate::strategy::failover::Tiers;
 use crate::strategy::Strategy;
 use crate::view::{Member, View};
 
@@ -57,8 +58,43 @@ struct Snapshot<P> {
     members: Box<[Member]>,
     by_key: HashMap<u64, u32, RandomState>,
     backends: Arc<[Backend]>,
-    prepared: P,
+    prepared: Routing<P>,
     version: u64,
+}
+
+/// How a snapshot routes: straight to the strategy, or by tier first for a strategy that does
+/// not route tiers itself over a set with more than one tier (an implicit
+/// [`Failover`](crate::strategy::Failover)), so that `backup` means the same for every strategy.
+enum Routing<P> {
+    Flat(P),
+    Tiered(Tiers<P>),
+}
+
+impl<P: Send + Sync + 'static> Routing<P> {
+    fn prepare<S: Strategy<Prepared = P>>(
+        strategy: &S,
+        backends: &[Backend],
+    ) -> Result<Self, UpdateError> {
+        let first = backends.first().map(Backend::get_tier);
+        if strategy.routes_tiers() || backends.iter().all(|b| Some(b.get_tier()) == first) {
+            Ok(Routing::Flat(strategy.prepare(backends)?))
+        } else {
+            Ok(Routing::Tiered(Tiers::prepare(strategy, false, backends)?))
+        }
+    }
+
+    #[inline]
+    fn pick<S: Strategy<Prepared = P>>(
+        &self,
+        strategy: &S,
+        ctx: &Context<'_>,
+        view: &View<'_>,
+    ) -> Option<usize> {
+        match self {
+            Routing::Flat(prepared) => strategy.pick(prepared, ctx, view),
+            Routing::Tiered(tiers) => tiers.pick(strategy, false, ctx, view),
+        }
+    }
 }
 
 impl<S: Strategy> Clone for Balancer<S> {
@@ -99,7 +135,7 @@ impl<S: Strategy> BalancerBuilder<S> {
         let registry = Arc::new(Registry::new(self.health, self.clock));
         let backends: Vec<Backend> = backends.into_iter().collect();
         validate(&backends)?;
-        let prepared = self.strategy.prepare(&backends)?;
+        let prepared = Routing::prepare(&self.strategy, &backends)?;
         let tracks_total = self.strategy.tracks_total_in_flight();
         let mut lives = HashMap::with_hasher(RandomState::new());
         let (snapshot, events) = build_snapshot(&registry, &mut lives, backends, prepared, 0, true);
@@ -198,7 +234,7 @@ impl<S: Strategy> Balancer<S> {
                 }
             }
         }
-        match shared.strategy.pick(&snap.prepared, ctx, &view) {
+        match snap.prepared.pick(&shared.strategy, ctx, &view) {
             Some(i) => self
                 .grant(&snap.members[i])
                 .ok_or(PickError::NoneAvailable {
@@ -228,7 +264,7 @@ impl<S: Strategy> Balancer<S> {
     pub fn update(&self, backends: impl IntoIterator<Item = Backend>) -> Result<(), UpdateError> {
         let backends: Vec<Backend> = backends.into_iter().collect();
         validate(&backends)?;
-        let prepared = self.shared.strategy.prepare(&backends)?;
+        let prepared = Routing::prepare(&self.shared.strategy, &backends)?;
         let mut lives = self.shared.lives.lock();
         let version = self.shared.current.load().version + 1;
         let registry = &self.shared.registry;
@@ -459,7 +495,7 @@ fn build_snapshot<P>(
     registry: &Arc<Registry>,
     lives: &mut HashMap<Arc<str>, LiveRef, RandomState>,
     backends: Vec<Backend>,
-    prepared: P,
+    prepared: Routing<P>,
     version: u64,
     first: bool,
 ) -> (Snapshot<P>, Vec<HealthEvent>) {

@@ -63,6 +63,18 @@ pub enum UpdateError {
         /// The limit given.
         max_in_flight: u32,
     },
+    /// A composite strategy's inner strategy routes tiers itself (a `Failover` in a `Failover`):
+    /// the inner one would receive a subset of a subset, which views do not support.
+    #[error(
+        "strategy {outer}: its inner strategy {inner} routes tiers itself; \
+         composite strategies do not nest"
+    )]
+    NestedComposite {
+        /// The outer strategy's name.
+        outer: &'static str,
+        /// The inner strategy's name.
+        inner: &'static str,
+    },
     /// The strategy cannot serve this set (for example a Maglev table smaller than the set).
     #[error("strategy {strategy}: {reason}")]
     Strategy {

@@ -46,8 +46,13 @@ use crate::view::View;
 /// the chosen tier.
 ///
 /// Composite strategies do not nest: the inner strategy sees a [`View::subset`], which cannot
-/// be subset again. `Failover<Failover<_>>` is rejected when the set is prepared; another
-/// composite as the inner strategy would panic on its first pick.
+/// be subset again. An inner strategy that routes tiers itself
+/// ([`Strategy::routes_tiers`], as `Failover` does) is rejected when the set is prepared, with
+/// [`UpdateError::NestedComposite`].
+///
+/// A [`Balancer`](crate::Balancer) routes by tier whatever its strategy: over a set with more
+/// than one tier, a strategy that is not a `Failover` gets this same tier order implicitly.
+/// Wrap it in `Failover` explicitly for [`zone_aware`](Self::zone_aware) routing.
 ///
 /// ```
 /// use divvy::{Backend, Balancer, Context, strategy::{Failover, RoundRobin}};
@@ -101,51 +106,6 @@ impl<S: Strategy> Failover<S> {
     pub fn into_inner(self) -> S {
         self.inner
     }
-
-    fn group(
-        &self,
-        backends: &[Backend],
-        map: Vec<u32>,
-    ) -> Result<Group<S::Prepared>, UpdateError> {
-        let members: Vec<Backend> = map.iter().map(|&i| backends[i as usize].clone()).collect();
-        Ok(Group {
-            prepared: self.inner.prepare(&members)?,
-            map: map.into_boxed_slice(),
-        })
-    }
-
-    /// Picks inside one tier: the caller's zone first (unless in panic), then the whole tier.
-    #[inline]
-    fn pick_in(
-        &self,
-        tier: &Tier<S::Prepared>,
-        zone: Option<&str>,
-        panic: bool,
-        ctx: &Context<'_>,
-        view: &View<'_>,
-    ) -> Option<usize> {
-        if let (Some(zone), false) = (zone, panic) {
-            if let Some(z) = tier.zones.iter().find(|z| &*z.name == zone) {
-                if let Some(i) = self.pick_group(&z.group, false, ctx, view) {
-                    return Some(i);
-                }
-            }
-        }
-        self.pick_group(&tier.whole, panic, ctx, view)
-    }
-
-    #[inline]
-    fn pick_group(
-        &self,
-        group: &Group<S::Prepared>,
-        panic: bool,
-        ctx: &Context<'_>,
-        view: &View<'_>,
-    ) -> Option<usize> {
-        let sub = view.subset(&group.map, panic);
-        let local = self.inner.pick(&group.prepared, ctx, &sub)?;
-        Some(sub.global_index(local))
-    }
 }
 
 /// The per-set state of a [`Failover`]: the tiers present, in ascending order, each with the
@@ -185,16 +145,42 @@ impl<S: Strategy> Strategy for Failover<S> {
     }
 
     fn prepare(&self, backends: &[Backend]) -> Result<Self::Prepared, UpdateError> {
-        if self.inner.name() == self.name() {
-            return Err(UpdateError::Strategy {
-                strategy: self.name(),
-                reason: "the inner strategy is itself a failover; composite strategies do not nest"
-                    .into(),
+        if self.inner.routes_tiers() {
+            return Err(UpdateError::NestedComposite {
+                outer: self.name(),
+                inner: self.inner.name(),
             });
         }
+        Tiers::prepare(&self.inner, self.zone_aware, backends)
+    }
+
+    fn pick(&self, state: &Self::Prepared, ctx: &Context<'_>, view: &View<'_>) -> Option<usize> {
+        state.pick(&self.inner, self.zone_aware, ctx, view)
+    }
+
+    fn tracks_total_in_flight(&self) -> bool {
+        self.inner.tracks_total_in_flight()
+    }
+
+    fn routes_tiers(&self) -> bool {
+        true
+    }
+}
+
+// === impl Tiers ===
+
+impl<P: Send + Sync + 'static> Tiers<P> {
+    /// Groups a validated set by tier (and zone, if `zone_aware`) and prepares `inner` on each
+    /// group. [`Failover`] does this, and so does a [`Balancer`](crate::Balancer) whose strategy
+    /// does not route tiers itself when a set has more than one tier.
+    pub(crate) fn prepare<S: Strategy<Prepared = P>>(
+        inner: &S,
+        zone_aware: bool,
+        backends: &[Backend],
+    ) -> Result<Self, UpdateError> {
         if u32::try_from(backends.len()).is_err() {
             return Err(UpdateError::Strategy {
-                strategy: self.name(),
+                strategy: "failover",
                 reason: format!(
                     "{} backends exceed the limit of {}",
                     backends.len(),
@@ -209,7 +195,7 @@ impl<S: Strategy> Strategy for Failover<S> {
         let mut tiers = Vec::with_capacity(by_tier.len());
         for (tier, map) in by_tier {
             let mut zones = Vec::new();
-            if self.zone_aware {
+            if zone_aware {
                 let mut by_zone: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
                 for &i in &map {
                     if let Some(zone) = backends[i as usize].get_zone() {
@@ -220,14 +206,14 @@ impl<S: Strategy> Strategy for Failover<S> {
                     if zmap.len() < map.len() {
                         zones.push(Zone {
                             name: name.into(),
-                            group: self.group(backends, zmap)?,
+                            group: Group::prepare(inner, backends, zmap)?,
                         });
                     }
                 }
             }
             tiers.push(Tier {
                 tier,
-                whole: self.group(backends, map)?,
+                whole: Group::prepare(inner, backends, map)?,
                 zones: zones.into_boxed_slice(),
             });
         }
@@ -236,25 +222,26 @@ impl<S: Strategy> Strategy for Failover<S> {
         })
     }
 
-    fn pick(&self, state: &Self::Prepared, ctx: &Context<'_>, view: &View<'_>) -> Option<usize> {
-        let zone = if self.zone_aware {
-            ctx.get_zone()
-        } else {
-            None
-        };
+    /// Picks in the tier order the [`Failover`] docs describe.
+    #[inline]
+    pub(crate) fn pick<S: Strategy<Prepared = P>>(
+        &self,
+        inner: &S,
+        zone_aware: bool,
+        ctx: &Context<'_>,
+        view: &View<'_>,
+    ) -> Option<usize> {
+        let zone = if zone_aware { ctx.get_zone() } else { None };
         // Usually the first tier has a healthy backend and this reads one count.
-        if state.tiers.iter().all(|t| view.tier_healthy(t.tier) == 0) {
+        if self.tiers.iter().all(|t| view.tier_healthy(t.tier) == 0) {
             // No healthy backend anywhere: the first tier with an enabled backend. With no
             // healthy backend, it is in panic exactly when the panic threshold is on.
-            let first = state
-                .tiers
-                .iter()
-                .find(|t| view.tier_eligible(t.tier) > 0)?;
+            let first = self.tiers.iter().find(|t| view.tier_eligible(t.tier) > 0)?;
             if view.tier_in_panic(first.tier) {
-                return self.pick_in(first, zone, true, ctx, view);
+                return first.pick(inner, zone, true, ctx, view);
             }
         }
-        for tier in state.tiers.iter() {
+        for tier in self.tiers.iter() {
             if view.tier_eligible(tier.tier) == 0 {
                 continue;
             }
@@ -262,15 +249,60 @@ impl<S: Strategy> Strategy for Failover<S> {
             // half-open requests) can still be found in it; not in panic, which would send
             // traffic to backends known to fail.
             let panic = view.tier_healthy(tier.tier) > 0 && view.tier_in_panic(tier.tier);
-            if let Some(i) = self.pick_in(tier, zone, panic, ctx, view) {
+            if let Some(i) = tier.pick(inner, zone, panic, ctx, view) {
                 return Some(i);
             }
         }
         None
     }
+}
 
-    fn tracks_total_in_flight(&self) -> bool {
-        self.inner.tracks_total_in_flight()
+impl<P> Tier<P> {
+    /// Picks inside one tier: the caller's zone first (unless in panic), then the whole tier.
+    #[inline]
+    fn pick<S: Strategy<Prepared = P>>(
+        &self,
+        inner: &S,
+        zone: Option<&str>,
+        panic: bool,
+        ctx: &Context<'_>,
+        view: &View<'_>,
+    ) -> Option<usize> {
+        if let (Some(zone), false) = (zone, panic) {
+            if let Some(z) = self.zones.iter().find(|z| &*z.name == zone) {
+                if let Some(i) = z.group.pick(inner, false, ctx, view) {
+                    return Some(i);
+                }
+            }
+        }
+        self.whole.pick(inner, panic, ctx, view)
+    }
+}
+
+impl<P> Group<P> {
+    fn prepare<S: Strategy<Prepared = P>>(
+        inner: &S,
+        backends: &[Backend],
+        map: Vec<u32>,
+    ) -> Result<Self, UpdateError> {
+        let members: Vec<Backend> = map.iter().map(|&i| backends[i as usize].clone()).collect();
+        Ok(Group {
+            prepared: inner.prepare(&members)?,
+            map: map.into_boxed_slice(),
+        })
+    }
+
+    #[inline]
+    fn pick<S: Strategy<Prepared = P>>(
+        &self,
+        inner: &S,
+        panic: bool,
+        ctx: &Context<'_>,
+        view: &View<'_>,
+    ) -> Option<usize> {
+        let sub = view.subset(&self.map, panic);
+        let local = inner.pick(&self.prepared, ctx, &sub)?;
+        Some(sub.global_index(local))
     }
 }
 
@@ -566,15 +598,17 @@ mod tests {
             [Backend::new("a")],
         )
         .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                UpdateError::Strategy {
-                    strategy: "failover",
-                    ..
-                }
-            ),
-            "{err:?}"
+        assert_eq!(
+            err,
+            UpdateError::NestedComposite {
+                outer: "failover",
+                inner: "failover"
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "strategy failover: its inner strategy failover routes tiers itself; \
+             composite strategies do not nest"
         );
     }
 

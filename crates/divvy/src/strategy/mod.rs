@@ -54,7 +54,7 @@ use crate::error::UpdateError;
 use crate::view::View;
 
 mod bounded;
-mod failover;
+pub(crate) mod failover;
 mod ip_hash;
 mod ketama;
 mod least_conn;
@@ -94,6 +94,16 @@ pub trait Strategy: Send + Sync + 'static {
     /// Whether the balancer should maintain [`View::total_in_flight`] (one more atomic add per
     /// pick). Bounded-load strategies need it. Default is false.
     fn tracks_total_in_flight(&self) -> bool {
+        false
+    }
+
+    /// Whether the strategy routes priority tiers itself, by handing each tier to an inner
+    /// strategy through [`View::subset`] ([`Failover`] does). A balancer whose strategy does
+    /// not is given tier routing implicitly: over a set with more than one tier it prepares the
+    /// strategy once per tier and picks in [`Failover`]'s tier order, so `backup` servers take
+    /// traffic only when the primaries cannot. A strategy that does route tiers cannot be nested
+    /// in another that does ([`UpdateError::NestedComposite`]). Default is false.
+    fn routes_tiers(&self) -> bool {
         false
     }
 }
