@@ -92,9 +92,22 @@ impl<P: Send + Sync + 'static> Routing<P> {
     ) -> Option<usize> {
         match self {
             Routing::Flat(prepared) => strategy.pick(prepared, ctx, view),
-            Routing::Tiered(tiers) => tiers.pick(strategy, false, ctx, view),
+            Routing::Tiered(tiers) => pick_tiered(tiers, strategy, ctx, view),
         }
     }
+}
+
+/// The tiered path, kept out of line so that the single-tier path stays as small as a direct
+/// call of the strategy (measured with callgrind: inlined, it cost the flat path up to 24
+/// instructions per pick).
+#[inline(never)]
+fn pick_tiered<S: Strategy>(
+    tiers: &Tiers<S::Prepared>,
+    strategy: &S,
+    ctx: &Context<'_>,
+    view: &View<'_>,
+) -> Option<usize> {
+    tiers.pick(strategy, false, ctx, view)
 }
 
 impl<S: Strategy> Clone for Balancer<S> {
