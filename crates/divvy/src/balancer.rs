@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ahash::RandomState;
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
 use crate::clock::{Clock, SystemClock};
@@ -151,7 +151,8 @@ impl<S: Strategy> BalancerBuilder<S> {
         let prepared = Routing::prepare(&self.strategy, &backends)?;
         let tracks_total = self.strategy.tracks_total_in_flight();
         let mut lives = HashMap::with_hasher(RandomState::new());
-        let (snapshot, events) = build_snapshot(&registry, &mut lives, backends, prepared, 0, true);
+        let (snapshot, events, _) =
+            build_snapshot(&registry, &mut lives, backends, prepared, 0, true);
         registry.recount(&registry.lock(), snapshot.members.iter().map(|m| &*m.live));
         for e in events {
             registry.emit(Some(e));
@@ -281,10 +282,11 @@ impl<S: Strategy> Balancer<S> {
         let mut lives = self.shared.lives.lock();
         let version = self.shared.current.load().version + 1;
         let registry = &self.shared.registry;
-        let (snapshot, events) =
+        let (snapshot, events, gone) =
             build_snapshot(registry, &mut lives, backends, prepared, version, false);
         {
             let guard = registry.lock();
+            mark_membership(&guard, &snapshot.members, &gone);
             registry.recount(&guard, snapshot.members.iter().map(|m| &*m.live));
             registry.counted_version.store(version, Relaxed);
             self.shared.current.store(Arc::new(snapshot));
@@ -341,6 +343,26 @@ impl<S: Strategy> Balancer<S> {
     /// log, bump a metric, or send on a channel.
     pub fn subscribe(&self, f: impl Fn(&HealthEvent) + Send + Sync + 'static) {
         self.shared.registry.subscribe(Arc::new(f));
+    }
+
+    /// As [`subscribe`](Self::subscribe), and first calls `f` once for every backend of the
+    /// current set with the state it is in now (an event with `from == to` and cause
+    /// [`Cause::Subscribed`](crate::Cause::Subscribed)), in configuration order. Transitions
+    /// that follow are delivered after those; one that raced the subscription may repeat a state
+    /// already reported. `f` must not subscribe again from within these first calls.
+    pub fn subscribe_current(&self, f: impl Fn(&HealthEvent) + Send + Sync + 'static) {
+        let registry = &self.shared.registry;
+        registry.subscribe_current(Arc::new(f), |_counted| {
+            // Under the registry lock: no transition and no publication runs meanwhile.
+            let now = registry.now_nanos();
+            self.shared
+                .current
+                .load()
+                .members
+                .iter()
+                .map(|m| crate::health::same_state(&m.live, m.live.flags.load(Relaxed), now))
+                .collect()
+        });
     }
 
     /// A point-in-time view of every backend of the current set, in configuration order.
@@ -502,8 +524,14 @@ pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
     Ok(())
 }
 
-/// Builds the members of a validated set, reusing live state by identity. The caller recounts
-/// health under the registry lock, publishes, then emits the returned events.
+/// Builds the members of a validated set, reusing live state by identity. Returns the snapshot,
+/// the events to emit and the lives that left the set. The caller marks membership
+/// ([`mark_membership`]) and recounts health under the registry lock, publishes, then emits the
+/// events.
+///
+/// A backend that leaves while requests to it are in flight keeps its entry (out of the set)
+/// until they finish, so that re-adding it meanwhile continues its state (in-flight count,
+/// health, counters) instead of starting a second one from zero; an idle one is dropped.
 fn build_snapshot<P>(
     registry: &Arc<Registry>,
     lives: &mut HashMap<Arc<str>, LiveRef, RandomState>,
@@ -511,7 +539,7 @@ fn build_snapshot<P>(
     prepared: Routing<P>,
     version: u64,
     first: bool,
-) -> (Snapshot<P>, Vec<HealthEvent>) {
+) -> (Snapshot<P>, Vec<HealthEvent>, Vec<LiveRef>) {
     let now = registry.now_nanos();
     let mut next: HashMap<Arc<str>, LiveRef, RandomState> =
         HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
@@ -528,6 +556,7 @@ fn build_snapshot<P>(
             }
             None => {
                 let live = Live::create(b, registry.clone());
+                registry.started(&live);
                 if !first {
                     registry.joined(&live, now);
                 }
@@ -535,7 +564,9 @@ fn build_snapshot<P>(
             }
         };
         live.tier.store(b.get_tier(), Relaxed);
-        live.in_set.store(true, Relaxed);
+        if first {
+            live.in_set.store(true, Relaxed);
+        }
         events.extend(registry.apply_config(&live, b.get_state(), now));
         by_key.insert(b.key(), i as u32);
         next.insert(b.id_arc().clone(), live.clone());
@@ -544,8 +575,12 @@ fn build_snapshot<P>(
             live,
         });
     }
-    for gone in lives.values() {
-        gone.in_set.store(false, Relaxed);
+    let mut gone = Vec::with_capacity(lives.len());
+    for (id, live) in lives.drain() {
+        if live.in_flight() > 0 {
+            next.insert(id, live.clone());
+        }
+        gone.push(live);
     }
     *lives = next;
     let snapshot = Snapshot {
@@ -555,7 +590,20 @@ fn build_snapshot<P>(
         prepared,
         version,
     };
-    (snapshot, events)
+    (snapshot, events, gone)
+}
+
+/// Marks which lives the set about to be published holds, under the registry lock that also
+/// recounts and publishes it. Flipping `in_set` earlier would let a transition of a leaving
+/// backend that the current counts still include go uncounted, while picks on the current set
+/// read those counts: its panic flag could stay off with every backend of the set unhealthy.
+fn mark_membership(_published: &MutexGuard<'_, ()>, members: &[Member], gone: &[LiveRef]) {
+    for live in gone {
+        live.in_set.store(false, Relaxed);
+    }
+    for m in members {
+        m.live.in_set.store(true, Relaxed);
+    }
 }
 
 #[cfg(test)]

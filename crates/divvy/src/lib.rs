@@ -70,7 +70,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;
 pub use error::{BackendError, PickError, UpdateError};
 pub use health::{
-    BackendStats, Cause, HealthConfig, HealthConfigBuilder, HealthEvent, HealthState,
+    BackendStats, Cause, HealthConfig, HealthConfigBuilder, HealthEvent, HealthState, StartState,
 };
 pub use pick::{BackendRef, Outcome, Pick};
 pub use strategy::Strategy;

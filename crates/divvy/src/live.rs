@@ -54,11 +54,13 @@ pub(crate) mod flag {
     pub(crate) const SLOW_START: u8 = 1 << 5;
     /// The ejection came from the consecutive-failure rule (counts toward `max_ejection_percent`).
     pub(crate) const OUTLIER: u8 = 1 << 6;
+    /// Not probed yet, with the start state `Unchecked`: unavailable until a probe passes.
+    pub(crate) const UNCHECKED: u8 = 1 << 7;
 
     /// Bits that make a backend unavailable for new, unpinned requests (before time checks).
     pub(crate) const ADMIN: u8 = DRAIN | DOWN;
     /// Bits that make a backend unhealthy.
-    pub(crate) const UNHEALTHY: u8 = FAILING | EJECTED;
+    pub(crate) const UNHEALTHY: u8 = FAILING | EJECTED | UNCHECKED;
 }
 
 pub(crate) struct Live {

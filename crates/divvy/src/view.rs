@@ -138,7 +138,7 @@ impl<'a> View<'a> {
         if self.ignore_health {
             return true;
         }
-        if flags & flag::FAILING != 0 {
+        if flags & (flag::FAILING | flag::UNCHECKED) != 0 {
             return false;
         }
         // Ejected: skipped while `now <= until` (nginx: `now - checked <= fail_timeout`).

@@ -18,6 +18,7 @@ use std::time::Duration;
 /// | [`slow_start_min_percent`](HealthConfigBuilder::slow_start_min_percent) | 10 % | — | — | `min_weight_percent` |
 /// | [`panic_threshold`](HealthConfigBuilder::panic_threshold) | 50 % | — | — | `healthy_panic_threshold` |
 /// | [`latency_decay`](HealthConfigBuilder::latency_decay) | 10 s | — | — | (Finagle / linkerd peak-EWMA decay) |
+/// | [`start`](HealthConfigBuilder::start) | healthy | (always healthy) | `init-state` | `ignore_new_hosts_until_first_hc` |
 #[derive(Clone, Debug, PartialEq)]
 pub struct HealthConfig {
     pub(crate) rise: u32,
@@ -32,6 +33,31 @@ pub struct HealthConfig {
     pub(crate) slow_start_min_percent: u32,
     pub(crate) panic_threshold: u32,
     pub(crate) latency_decay: Duration,
+    pub(crate) start: StartState,
+}
+
+/// The health a backend starts with when it joins a set (at build or in an update).
+#[non_exhaustive]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StartState {
+    /// Healthy at once: the backend takes traffic before any probe, as nginx's servers do and
+    /// HAProxy's `init-state up`. A failing probe then takes `fall` results to mark it failing.
+    #[default]
+    Healthy,
+    /// Unknown until the first probe: [`HealthState::Unchecked`](crate::HealthState), no traffic
+    /// until a probe passes, as Envoy's `ignore_new_hosts_until_first_hc` and HAProxy's
+    /// `init-state down`. The first result decides at once, without waiting for `rise` or `fall`
+    /// (a pass makes the backend healthy, a failure makes it failing), as Envoy treats a new
+    /// host's first check.
+    ///
+    /// An unchecked backend counts as unhealthy for the panic threshold, and panic routing
+    /// applies to it as to any unhealthy backend: when too few backends of its tier are healthy,
+    /// it takes traffic unchecked rather than leave the few to carry everything (Envoy routes
+    /// to hosts still waiting for their first check in panic too). A set whose backends all
+    /// start unchecked is in panic until enough of them pass a probe; set
+    /// [`panic_threshold`](HealthConfigBuilder::panic_threshold) to 0 to refuse traffic until
+    /// then.
+    Unchecked,
 }
 
 impl Default for HealthConfig {
@@ -49,6 +75,7 @@ impl Default for HealthConfig {
             slow_start_min_percent: 10,
             panic_threshold: 50,
             latency_decay: Duration::from_secs(10),
+            start: StartState::Healthy,
         }
     }
 }
@@ -99,6 +126,11 @@ impl HealthConfig {
     /// The panic threshold in percent (0 = off).
     pub fn panic_threshold(&self) -> u32 {
         self.panic_threshold
+    }
+
+    /// The health a joining backend starts with.
+    pub fn start(&self) -> StartState {
+        self.start
     }
 }
 
@@ -193,6 +225,14 @@ impl HealthConfigBuilder {
     /// Default is 10 s, as linkerd's peak-EWMA.
     pub fn latency_decay(&mut self, d: Duration) -> &mut Self {
         self.config.latency_decay = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The health a backend starts with when it joins a set: [`StartState::Healthy`] (takes
+    /// traffic at once) or [`StartState::Unchecked`] (none until its first probe passes).
+    /// Default is healthy, as nginx and HAProxy's default `init-state`.
+    pub fn start(&mut self, start: StartState) -> &mut Self {
+        self.config.start = start;
         self
     }
 

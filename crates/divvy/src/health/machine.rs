@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backend::AdminState;
 use crate::clock::duration_to_nanos;
+use crate::health::config::StartState;
 use crate::health::registry::{Cause, HealthEvent, HealthState, Registry};
 use crate::live::{flag, Live, NO_OVERRIDE};
 
@@ -24,6 +25,8 @@ pub(crate) struct Machine {
     ejection_len: u64,
     /// A half-open request was let through since the last ejection.
     probing: bool,
+    /// A probe result was reported: the first one is always delivered to subscribers.
+    probed: bool,
 }
 
 impl Registry {
@@ -125,6 +128,7 @@ impl Registry {
     pub(crate) fn on_probe(&self, live: &Live, ok: bool) {
         let now = self.now_nanos();
         let mut m = live.machine.lock();
+        let first = !std::mem::replace(&mut m.probed, true);
         let flags = live.flags.load(Relaxed);
         let mut new = flags;
         if ok {
@@ -133,6 +137,9 @@ impl Registry {
             if flags & flag::FAILING != 0 && m.probe_passes >= self.config.rise {
                 new &= !flag::FAILING;
             }
+            // An unchecked backend's first pass makes it healthy at once, as Envoy's first check
+            // of a new host.
+            new &= !flag::UNCHECKED;
             // A passing probe lifts a passive ejection, as Envoy does by default
             // (`successful_active_health_check_uneject_host`).
             if flags & flag::EJECTED != 0 {
@@ -146,12 +153,32 @@ impl Registry {
         } else {
             m.probe_passes = 0;
             m.probe_fails = m.probe_fails.saturating_add(1);
-            if m.probe_fails >= self.config.fall {
+            // Likewise its first failure makes it failing at once.
+            if m.probe_fails >= self.config.fall || flags & flag::UNCHECKED != 0 {
                 new |= flag::FAILING;
-                new &= !flag::SLOW_START;
+                new &= !(flag::SLOW_START | flag::UNCHECKED);
             }
         }
+        if first && new == flags {
+            // Nothing changes, but a subscriber still learns that the backend was checked.
+            let ev = {
+                let _g = self.lock();
+                live.in_set
+                    .load(Relaxed)
+                    .then(|| same(live, flags, Cause::ActiveCheck, now))
+            };
+            drop(m);
+            self.emit(ev);
+            return;
+        }
         self.commit(live, m, new, Cause::ActiveCheck, now);
+    }
+
+    /// The start state of a backend that joins the set (a new identity).
+    pub(crate) fn started(&self, live: &Live) {
+        if self.config.start == StartState::Unchecked {
+            live.flags.fetch_or(flag::UNCHECKED, Relaxed);
+        }
     }
 
     /// Sets or clears (`None`) the operator override.
@@ -227,7 +254,13 @@ impl Registry {
         let ev = {
             let g = self.lock();
             let old = self.store_flags(&g, live, new);
-            event(live, old, new, cause, now)
+            // A backend no longer in the set (a pick that outlived its removal reported) changes
+            // state silently: subscribers track the set.
+            if live.in_set.load(Relaxed) {
+                event(live, old, new, cause, now)
+            } else {
+                None
+            }
         };
         drop(m);
         self.emit(ev);
@@ -249,6 +282,23 @@ impl Registry {
     /// The effective weight of a backend in slow start (at least 1).
     pub(crate) fn slow_start_weight(&self, live: &Live, weight: u32, now: u64) -> u32 {
         ((f64::from(weight) * self.slow_start_factor(live, now)) as u32).clamp(1, weight)
+    }
+}
+
+/// The event that reports a backend's state at subscription.
+pub(crate) fn same_state(live: &Live, flags: u8, now: u64) -> HealthEvent {
+    same(live, flags, Cause::Subscribed, now)
+}
+
+/// An event that reports a state without a change (`from == to`).
+fn same(live: &Live, flags: u8, cause: Cause, now: u64) -> HealthEvent {
+    let state = HealthState::from_flags(flags);
+    HealthEvent {
+        backend: live.id.clone(),
+        from: state,
+        to: state,
+        cause,
+        at: Duration::from_nanos(now),
     }
 }
 

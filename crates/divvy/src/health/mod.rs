@@ -20,11 +20,15 @@
 //!   which is exactly what consistent hashing exists to avoid.
 //! - **Panic threshold**: when fewer than `panic_threshold` % of a tier's operator-enabled
 //!   backends are healthy, picks in that tier ignore health (Envoy's panic routing) rather than
-//!   overload the few. [`Failover`](crate::strategy::Failover) chooses its tier *before* panic
+//!   overload the few. [`Failover`](crate::strategy::Failover) (explicit, or implicit for any
+//!   strategy over a set with several tiers) chooses its tier *before* panic
 //!   applies: a tier with no healthy backend is skipped for the next one, and panic only widens the
 //!   choice inside the tier that was chosen. When no tier has a healthy backend, the first tier
 //!   with an operator-enabled backend is used in panic mode; with panic off, the pick fails with
 //!   [`PickError::NoneAvailable`](crate::PickError) and, as in nginx, the next pick tries again.
+//! - **Start state**: a joining backend is healthy at once (the default, as nginx), or
+//!   [unchecked](StartState::Unchecked) until its first probe passes (Envoy, HAProxy
+//!   `init-state`); an unchecked backend counts as unhealthy, so panic routing can still reach it.
 //! - **Operator state** (up / drain / down), configured per backend or overridden at run time,
 //!   always wins over health.
 //!
@@ -35,8 +39,8 @@ mod config;
 mod machine;
 mod registry;
 
-pub use config::{HealthConfig, HealthConfigBuilder};
-pub(crate) use machine::Machine;
+pub use config::{HealthConfig, HealthConfigBuilder, StartState};
+pub(crate) use machine::{same_state, Machine};
 pub(crate) use registry::Registry;
 pub use registry::{BackendStats, Cause, HealthEvent, HealthState};
 

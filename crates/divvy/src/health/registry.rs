@@ -20,6 +20,9 @@ pub enum HealthState {
     Healthy,
     /// Active checks failed `fall` times in a row.
     Failing,
+    /// Not probed yet: the start state [`StartState::Unchecked`](crate::StartState) gives a new
+    /// backend no traffic until its first probe passes (except in panic).
+    Unchecked,
     /// Passive health ejected it (nginx `max_fails` or consecutive failures).
     Ejected,
     /// The operator drains it: no new unpinned traffic.
@@ -36,6 +39,8 @@ impl HealthState {
             HealthState::Drain
         } else if flags & flag::FAILING != 0 {
             HealthState::Failing
+        } else if flags & flag::UNCHECKED != 0 {
+            HealthState::Unchecked
         } else if flags & flag::EJECTED != 0 {
             HealthState::Ejected
         } else {
@@ -49,6 +54,7 @@ impl fmt::Display for HealthState {
         f.write_str(match self {
             HealthState::Healthy => "healthy",
             HealthState::Failing => "failing",
+            HealthState::Unchecked => "unchecked",
             HealthState::Ejected => "ejected",
             HealthState::Drain => "drain",
             HealthState::Down => "down",
@@ -70,9 +76,16 @@ pub enum Cause {
     Operator,
     /// A snapshot update changed the configured state.
     Update,
+    /// Not a transition: the state the backend was in when the subscriber subscribed with
+    /// [`Balancer::subscribe_current`](crate::Balancer::subscribe_current) (`from == to`).
+    Subscribed,
 }
 
 /// A state transition, delivered to [`Balancer::subscribe`](crate::Balancer::subscribe)rs.
+///
+/// Two kinds of event have `from == to`: the first probe result of each backend (cause
+/// [`Cause::ActiveCheck`]), delivered even when it changes nothing so that a subscriber learns a
+/// new backend was checked; and the current states given at subscription ([`Cause::Subscribed`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthEvent {
     /// The backend's identity.
@@ -171,6 +184,23 @@ impl Registry {
 
     pub(crate) fn subscribe(&self, f: Subscriber) {
         self.subscribers.write().push(f);
+    }
+
+    /// Registers `f` after calling it with `current()`'s events, all under the subscribers'
+    /// write lock: an emission racing the subscription waits, so `f` sees the current states
+    /// before any later transition. `current` runs under the registry lock, so the states it reads
+    /// are a consistent cut.
+    pub(crate) fn subscribe_current(
+        &self,
+        f: Subscriber,
+        current: impl FnOnce(&MutexGuard<'_, ()>) -> Vec<HealthEvent>,
+    ) {
+        let mut subscribers = self.subscribers.write();
+        let events = current(&self.lock());
+        for e in &events {
+            f(e);
+        }
+        subscribers.push(f);
     }
 
     pub(crate) fn emit(&self, event: Option<HealthEvent>) {

@@ -513,6 +513,154 @@ fn transitions_are_delivered_to_subscribers_with_their_cause() {
     );
 }
 
+/// The log as (backend, from, to, cause) tuples.
+fn log_of(log: &Arc<Mutex<Vec<HealthEvent>>>) -> Vec<(String, HealthState, HealthState, Cause)> {
+    log.lock()
+        .unwrap()
+        .iter()
+        .map(|e| (e.backend.to_string(), e.from, e.to, e.cause))
+        .collect()
+}
+
+#[test]
+fn the_first_probe_result_of_a_backend_is_delivered_even_when_it_changes_nothing() {
+    let (lb, _) = balancer(HealthConfig::default(), &[A]);
+    let log = events(&lb);
+    lb.report_probe(A, true).unwrap();
+    lb.report_probe(A, true).unwrap();
+    lb.update([Backend::new(A), Backend::new(B)]).unwrap();
+    lb.report_probe(B, true).unwrap();
+    use HealthState::*;
+    assert_eq!(
+        log_of(&log),
+        vec![
+            (A.into(), Healthy, Healthy, Cause::ActiveCheck),
+            (B.into(), Healthy, Healthy, Cause::ActiveCheck),
+        ]
+    );
+}
+
+#[test]
+fn subscribing_with_the_current_state_reports_every_backend_first() {
+    let cfg = HealthConfig::builder().fall(1).panic_threshold(0).build();
+    let (lb, _) = balancer(cfg, &[A, B, C]);
+    lb.report_probe(B, false).unwrap();
+    lb.set_admin_state(C, Some(AdminState::Drain)).unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    lb.subscribe_current(move |e| l.lock().unwrap().push(e.clone()));
+    lb.report_probe(A, false).unwrap();
+    use HealthState::*;
+    assert_eq!(
+        log_of(&log),
+        vec![
+            (A.into(), Healthy, Healthy, Cause::Subscribed),
+            (B.into(), Failing, Failing, Cause::Subscribed),
+            (C.into(), Drain, Drain, Cause::Subscribed),
+            (A.into(), Healthy, Failing, Cause::ActiveCheck),
+        ]
+    );
+}
+
+#[test]
+fn a_failure_reported_after_its_backend_was_removed_emits_nothing() {
+    let (lb, _) = balancer(HealthConfig::default(), &[A, B]);
+    let log = events(&lb);
+    let held: Vec<_> = (0..2).map(|_| lb.pick(&Context::new()).unwrap()).collect();
+    lb.update([Backend::new(C)]).unwrap();
+    for p in held {
+        p.failure();
+    }
+    assert_eq!(log_of(&log), vec![]);
+    // The set's own transitions still are.
+    fail_on(&lb, C);
+    assert_eq!(log_of(&log).len(), 1);
+}
+
+#[test]
+fn a_backend_removed_and_readded_while_requests_are_in_flight_keeps_its_state() {
+    let (lb, _) = balancer(no_passive(), &[A, B]);
+    let held: Vec<_> = (0..4).map(|_| lb.pick(&Context::new()).unwrap()).collect();
+    lb.report_probe(A, false).unwrap();
+    lb.update([Backend::new(B)]).unwrap();
+    lb.update([Backend::new(A), Backend::new(B)]).unwrap();
+    let a = |lb: &Balancer<RoundRobin>| lb.stats().into_iter().find(|s| *s.id == *A).unwrap();
+    // Two requests to A are still out, and its failed probe still counts toward `fall`.
+    assert_eq!((a(&lb).in_flight, a(&lb).picks), (2, 2));
+    lb.report_probe(A, false).unwrap();
+    lb.report_probe(A, false).unwrap();
+    assert_eq!(lb.health(A), Ok(HealthState::Failing));
+    drop(held);
+    assert_eq!(a(&lb).in_flight, 0);
+    // Once idle, a removed backend is forgotten: re-adding it starts afresh.
+    lb.update([Backend::new(B)]).unwrap();
+    lb.update([Backend::new(A), Backend::new(B)]).unwrap();
+    assert_eq!((a(&lb).picks, lb.health(A)), (0, Ok(HealthState::Healthy)));
+}
+
+// === start state ===
+
+fn unchecked(panic_threshold: u32) -> HealthConfig {
+    HealthConfig::builder()
+        .start(crate::StartState::Unchecked)
+        .panic_threshold(panic_threshold)
+        .build()
+}
+
+#[test]
+fn an_unchecked_backend_takes_no_traffic_until_its_first_probe_passes() {
+    let (lb, _) = balancer(unchecked(0), &[A, B]);
+    let log = events(&lb);
+    assert_eq!(lb.health(A), Ok(HealthState::Unchecked));
+    assert_eq!(
+        lb.pick(&Context::new()).unwrap_err(),
+        PickError::NoneAvailable { total: 2 }
+    );
+    // One pass is enough (not `rise`), as Envoy's first check of a new host.
+    lb.report_probe(A, true).unwrap();
+    assert_eq!(picks(&lb, 3), [A, A, A]);
+    // One failure is enough too: B is failing and needs `rise` passes to come back.
+    lb.report_probe(B, false).unwrap();
+    assert_eq!(lb.health(B), Ok(HealthState::Failing));
+    lb.report_probe(B, true).unwrap();
+    assert_eq!(lb.health(B), Ok(HealthState::Failing));
+    lb.report_probe(B, true).unwrap();
+    assert_eq!(lb.health(B), Ok(HealthState::Healthy));
+    use HealthState::*;
+    assert_eq!(
+        log_of(&log),
+        vec![
+            (A.into(), Unchecked, Healthy, Cause::ActiveCheck),
+            (B.into(), Unchecked, Failing, Cause::ActiveCheck),
+            (B.into(), Failing, Healthy, Cause::ActiveCheck),
+        ]
+    );
+}
+
+#[test]
+fn a_backend_joining_later_starts_unchecked_while_the_others_keep_serving() {
+    let (lb, _) = balancer(unchecked(50), &[A, B]);
+    lb.report_probe(A, true).unwrap();
+    lb.report_probe(B, true).unwrap();
+    lb.update([Backend::new(A), Backend::new(B), Backend::new(C)])
+        .unwrap();
+    assert_eq!(lb.health(C), Ok(HealthState::Unchecked));
+    assert!(picks(&lb, 10).iter().all(|id| id != C));
+    lb.report_probe(C, true).unwrap();
+    assert!(picks(&lb, 3).iter().any(|id| id == C));
+}
+
+#[test]
+fn unchecked_backends_count_as_unhealthy_so_panic_routing_reaches_them() {
+    // Only A of A, B, C has passed a probe: 1 of 3 healthy is below 50 %, so all three serve.
+    let (lb, _) = balancer(unchecked(50), &[A, B, C]);
+    lb.report_probe(A, true).unwrap();
+    let mut seen = picks(&lb, 6);
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, [A, B, C]);
+}
+
 #[test]
 fn stats_count_picks_outcomes_in_flight_and_latency() {
     let (lb, _) = balancer(no_passive(), &[A]);
@@ -607,7 +755,7 @@ proptest! {
                 Event::Hold => {
                     if let Ok(p) = lb.pick(&Context::new()) {
                         let i = ids.iter().position(|id| *id == p.id()).unwrap();
-                        held.push((p, i, true));
+                        held.push((p, i));
                     }
                 }
                 Event::Release => { held.pop(); }
@@ -616,11 +764,6 @@ proptest! {
                 Event::Update(keep) => {
                     let set: Vec<Backend> = ids.iter().zip(&keep).filter(|(_, k)| **k).map(|(id, _)| Backend::new(*id)).collect();
                     if lb.update(set).is_ok() {
-                        // A removed backend's live state goes with it: picks held on it no longer
-                        // count toward a backend of the same name that comes back.
-                        for h in held.iter_mut() {
-                            if !keep[h.1] { h.2 = false; }
-                        }
                         present = keep;
                     }
                 }
@@ -643,9 +786,12 @@ proptest! {
                 let s = stats.iter().find(|s| *s.id == *p.id()).unwrap();
                 prop_assert!(s.available, "picked {:?}", s);
             }
+            // A removed backend's state outlives it while picks on it are held, so a backend of
+            // the same name that comes back meanwhile counts them again: every held pick on a
+            // backend of the set counts, whatever updates came between.
             prop_assert_eq!(
                 lb.stats().iter().map(|s| s.in_flight as usize).sum::<usize>(),
-                held.iter().filter(|h| h.2).count()
+                held.iter().filter(|h| present[h.1]).count()
             );
         }
     }
