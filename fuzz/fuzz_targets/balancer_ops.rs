@@ -109,7 +109,7 @@ impl divvy_fuzz::WithStrategy for Run<'_> {
         let initial = backends(&input.initial);
         let expected = validate(&initial);
         let mut builder = Balancer::builder(strategy);
-        builder.health(input.health.config()).clock(clock.clone());
+        builder = builder.health(input.health.config()).clock(clock.clone());
         let lb = match builder.build(initial) {
             Ok(lb) => lb,
             Err(e) => {

@@ -236,13 +236,13 @@ impl StrategyKind {
             StrategyKind::RoundRobin => f.run(RoundRobin::new()),
             StrategyKind::Random(seed) => f.run(Random::from_seed(seed)),
             StrategyKind::PowerOfTwoChoices(seed) => f.run(PowerOfTwoChoices::from_seed(seed)),
-            StrategyKind::PeakEwma(seed) => f.run(PowerOfTwoChoices::peak_ewma().seed(seed)),
+            StrategyKind::PeakEwma(seed) => f.run(PowerOfTwoChoices::peak_ewma_from_seed(seed)),
             StrategyKind::FailoverRoundRobin(false) => f.run(Failover::new(RoundRobin::new())),
             StrategyKind::FailoverRoundRobin(true) => {
                 f.run(Failover::zone_aware(RoundRobin::new()))
             }
             StrategyKind::FailoverPeakEwma(seed) => {
-                f.run(Failover::new(PowerOfTwoChoices::peak_ewma().seed(seed)))
+                f.run(Failover::new(PowerOfTwoChoices::peak_ewma_from_seed(seed)))
             }
             StrategyKind::WeightedRoundRobin => f.run(WeightedRoundRobin::new()),
             StrategyKind::LeastConnections => f.run(LeastConnections::new()),

@@ -344,7 +344,7 @@ impl<'a, S: Strategy> Sim<'a, S> {
 
         let clock = ManualClock::new();
         let mut builder = Balancer::builder(strategy);
-        builder
+        builder = builder
             .clock(clock.clone())
             .health(scenario.health.config());
         let lb = builder

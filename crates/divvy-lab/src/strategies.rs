@@ -83,7 +83,7 @@ pub fn all() -> Vec<Entry> {
                 sim::run(
                     sc,
                     "p2c-peak-ewma",
-                    PowerOfTwoChoices::peak_ewma().seed(seed(o)),
+                    PowerOfTwoChoices::peak_ewma_from_seed(seed(o)),
                     o,
                 )
             },
@@ -120,7 +120,7 @@ pub fn all() -> Vec<Entry> {
                 sim::run(
                     sc,
                     "failover(p2c-peak-ewma)",
-                    Failover::new(PowerOfTwoChoices::peak_ewma().seed(seed(o))),
+                    Failover::new(PowerOfTwoChoices::peak_ewma_from_seed(seed(o))),
                     o,
                 )
             },

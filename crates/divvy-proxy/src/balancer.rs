@@ -170,7 +170,7 @@ impl Builder {
 
     fn finish<S: Strategy>(self, s: S) -> Result<Arc<dyn Lb>, String> {
         let mut b = Balancer::builder(s);
-        b.health(self.health);
+        b = b.health(self.health);
         let lb = b.build(self.backends).map_err(|e| e.to_string())?;
         // Every health transition, active or passive, is worth a log line.
         let upstream = self.upstream;

@@ -119,7 +119,18 @@ impl<S: Strategy> Clone for Balancer<S> {
     }
 }
 
-/// Builder for a [`Balancer`] with non-default health configuration or clock.
+/// Builder for a [`Balancer`] with non-default health configuration or clock. Setters take and
+/// return the builder by value, so a balancer is one expression:
+///
+/// ```
+/// use divvy::{Backend, Balancer, HealthConfig, ManualClock, strategy::RoundRobin};
+///
+/// let lb = Balancer::builder(RoundRobin::new())
+///     .health(HealthConfig::builder().max_fails(3).build())
+///     .clock(ManualClock::new())
+///     .build([Backend::new("a"), Backend::new("b")])?;
+/// # Ok::<(), divvy::UpdateError>(())
+/// ```
 pub struct BalancerBuilder<S> {
     strategy: S,
     health: HealthConfig,
@@ -129,14 +140,16 @@ pub struct BalancerBuilder<S> {
 impl<S: Strategy> BalancerBuilder<S> {
     /// Sets the health configuration. Default is [`HealthConfig::default`] (nginx's
     /// `max_fails=1 fail_timeout=10s`, HAProxy's `rise 2 fall 3`, Envoy's 50 % panic threshold).
-    pub fn health(&mut self, config: HealthConfig) -> &mut Self {
+    #[must_use]
+    pub fn health(mut self, config: HealthConfig) -> Self {
         self.health = config;
         self
     }
 
     /// Sets the clock health rules read. Default is [`SystemClock`]; tests inject a
     /// [`ManualClock`](crate::ManualClock).
-    pub fn clock(&mut self, clock: impl Clock) -> &mut Self {
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
         self
     }

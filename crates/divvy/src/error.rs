@@ -85,6 +85,34 @@ pub enum UpdateError {
     },
 }
 
+/// Why [`Maglev::with_table_size`](crate::strategy::Maglev::with_table_size) refused a size.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableSizeError {
+    /// Below [`Maglev::MIN_TABLE_SIZE`](crate::strategy::Maglev::MIN_TABLE_SIZE).
+    #[error("maglev table_size {size} is too small: the minimum is {min}")]
+    TooSmall {
+        /// The size given.
+        size: u32,
+        /// The smallest size accepted.
+        min: u32,
+    },
+    /// Above [`Maglev::MAX_TABLE_SIZE`](crate::strategy::Maglev::MAX_TABLE_SIZE).
+    #[error("maglev table_size {size} is too large: the maximum is {max}")]
+    TooLarge {
+        /// The size given.
+        size: u32,
+        /// The largest size accepted.
+        max: u32,
+    },
+    /// Not prime: Maglev's permutations need a prime table size (NSDI 2016, §3.4).
+    #[error("maglev table_size {size} is not prime")]
+    NotPrime {
+        /// The size given.
+        size: u32,
+    },
+}
+
 /// Why a pick found no backend.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

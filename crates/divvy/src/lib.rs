@@ -93,7 +93,7 @@ pub use backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
 pub use balancer::{Balancer, BalancerBuilder, Picker};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;
-pub use error::{BackendError, PickError, UpdateError};
+pub use error::{BackendError, PickError, TableSizeError, UpdateError};
 pub use health::{
     BackendStats, Cause, HealthConfig, HealthConfigBuilder, HealthEvent, HealthState, StartState,
 };

@@ -237,13 +237,14 @@ mod tests {
     /// One backend under nginx's `max_fails` (within a 10 s `fail_timeout`), no panic routing.
     fn one_backend(max_fails: u32) -> Balancer<RoundRobin> {
         let mut b = Balancer::builder(RoundRobin::new());
-        b.health(
-            HealthConfig::builder()
-                .max_fails(max_fails)
-                .panic_threshold(0)
-                .build(),
-        )
-        .clock(ManualClock::new());
+        b = b
+            .health(
+                HealthConfig::builder()
+                    .max_fails(max_fails)
+                    .panic_threshold(0)
+                    .build(),
+            )
+            .clock(ManualClock::new());
         b.build([Backend::new("a")]).unwrap()
     }
 

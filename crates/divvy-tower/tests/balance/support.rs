@@ -84,7 +84,7 @@ impl Strategy for ByContext {
 /// that only request exclusions can steer a pick away from a failing backend.
 pub fn without_passive_health<S: Strategy>(strategy: S, ids: &[&str]) -> Balancer<S> {
     let mut b = Balancer::builder(strategy);
-    b.health(HealthConfig::active_only());
+    b = b.health(HealthConfig::active_only());
     b.build(ids.iter().map(|id| Backend::new(*id)))
         .expect("a valid set")
 }

@@ -23,7 +23,7 @@ pub const FALL: u32 = 3;
 /// A balancer over `ids` where only active probes decide health (no passive rules, no panic).
 pub fn balancer(ids: impl IntoIterator<Item = String>) -> Balancer<RoundRobin> {
     let mut b = Balancer::builder(RoundRobin::new());
-    b.health(
+    b = b.health(
         HealthConfig::builder()
             .rise(RISE)
             .fall(FALL)

@@ -23,7 +23,7 @@ fn secs(s: u64) -> Duration {
 fn balancer(cfg: HealthConfig, ids: &[&str]) -> (Balancer<RoundRobin>, ManualClock) {
     let clock = ManualClock::new();
     let mut b = Balancer::builder(RoundRobin::new());
-    b.health(cfg).clock(clock.clone());
+    b = b.health(cfg).clock(clock.clone());
     (
         b.build(ids.iter().map(|id| Backend::new(*id))).unwrap(),
         clock,
@@ -333,7 +333,7 @@ fn slow_start_ramps_effective_weight_linearly_from_the_minimum() {
         .build();
     let clock = ManualClock::new();
     let mut b = Balancer::builder(RoundRobin::new());
-    b.health(cfg).clock(clock.clone());
+    b = b.health(cfg).clock(clock.clone());
     let lb = b
         .build([Backend::new(A).weight(1000), Backend::new(B)])
         .unwrap();
@@ -364,7 +364,7 @@ fn a_backend_joining_a_running_set_slow_starts_but_the_first_set_does_not() {
         .build();
     let clock = ManualClock::new();
     let mut b = Balancer::builder(RoundRobin::new());
-    b.health(cfg).clock(clock.clone());
+    b = b.health(cfg).clock(clock.clone());
     let lb = b.build([Backend::new(A).weight(10)]).unwrap();
     lb.update([Backend::new(A).weight(10), Backend::new(B).weight(10)])
         .unwrap();
@@ -740,7 +740,7 @@ proptest! {
         }
         let clock = ManualClock::new();
         let mut b = Balancer::builder(RoundRobin::new());
-        b.health(cfg.build()).clock(clock.clone());
+        b = b.health(cfg.build()).clock(clock.clone());
         let lb = b.build(ids.iter().map(|id| Backend::new(*id))).unwrap();
         let mut held = Vec::new();
         let mut present = vec![true; 5];
@@ -806,7 +806,7 @@ fn slow_start_shares<S: crate::Strategy>(strategy: S) -> (f64, f64) {
         .build();
     let clock = ManualClock::new();
     let mut b = Balancer::builder(strategy);
-    b.health(cfg).clock(clock.clone());
+    b = b.health(cfg).clock(clock.clone());
     let lb = b.build([Backend::new(A)]).unwrap();
     lb.update([Backend::new(A), Backend::new(B)]).unwrap();
     let share = |lb: &Balancer<S>| {

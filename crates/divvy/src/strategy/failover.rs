@@ -327,7 +327,7 @@ mod tests {
         backends: Vec<Backend>,
     ) -> Balancer<Failover<S>> {
         let mut builder = Balancer::builder(Failover::new(strategy));
-        builder.health(health(panic_threshold));
+        builder = builder.health(health(panic_threshold));
         builder.build(backends).unwrap()
     }
 
@@ -569,7 +569,7 @@ mod tests {
         // nginx defaults: max_fails=1 fail_timeout=10s, no active checks.
         let clock = ManualClock::new();
         let mut builder = Balancer::builder(Failover::new(RoundRobin::new()));
-        builder.health(HealthConfig::default()).clock(clock.clone());
+        builder = builder.health(HealthConfig::default()).clock(clock.clone());
         let lb = builder
             .build([Backend::new("p"), Backend::new("s").backup()])
             .unwrap();
@@ -632,7 +632,7 @@ mod tests {
             Backend::new("eu-backup").zone("eu").backup(),
         ];
         let mut builder = Balancer::builder(Failover::zone_aware(RoundRobin::new()));
-        builder.health(health(0));
+        builder = builder.health(health(0));
         builder.build(backends).unwrap()
     }
 
@@ -690,7 +690,7 @@ mod tests {
             Backend::new("us-3").zone("us"),
         ];
         let mut builder = Balancer::builder(Failover::zone_aware(RoundRobin::new()));
-        builder.health(health(50));
+        builder = builder.health(health(50));
         let lb = builder.build(backends).unwrap();
         for id in ["us-1", "us-2", "us-3"] {
             lb.report_probe(id, false).unwrap();

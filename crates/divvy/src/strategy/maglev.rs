@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use crate::backend::Backend;
 use crate::context::Context;
-use crate::error::UpdateError;
+use crate::error::{TableSizeError, UpdateError};
 use crate::hash::{mix64, xxh3, xxh3_seeded};
 use crate::set::BackendSet;
 use crate::strategy::bounded::{scan_with_room, LoadFactor, Room};
@@ -119,29 +119,25 @@ impl Maglev {
     /// [`MIN_TABLE_SIZE`](Self::MIN_TABLE_SIZE) and [`MAX_TABLE_SIZE`](Self::MAX_TABLE_SIZE), and
     /// at least the number of backends of every set it serves (the paper suggests `m ≥ 100 · n`
     /// for an even spread).
-    pub fn with_table_size(m: u32) -> Result<Self, UpdateError> {
-        let reason = if m < Self::MIN_TABLE_SIZE {
-            format!(
-                "table_size {m} is too small: the minimum is {}",
-                Self::MIN_TABLE_SIZE
-            )
+    pub fn with_table_size(m: u32) -> Result<Self, TableSizeError> {
+        if m < Self::MIN_TABLE_SIZE {
+            Err(TableSizeError::TooSmall {
+                size: m,
+                min: Self::MIN_TABLE_SIZE,
+            })
         } else if m > Self::MAX_TABLE_SIZE {
-            format!(
-                "table_size {m} is too large: the maximum is {}",
-                Self::MAX_TABLE_SIZE
-            )
+            Err(TableSizeError::TooLarge {
+                size: m,
+                max: Self::MAX_TABLE_SIZE,
+            })
         } else if !is_prime(m) {
-            format!("table_size {m} is not prime")
+            Err(TableSizeError::NotPrime { size: m })
         } else {
-            return Ok(Maglev {
+            Ok(Maglev {
                 table_size: m,
                 bound: None,
-            });
-        };
-        Err(UpdateError::Strategy {
-            strategy: NAME,
-            reason,
-        })
+            })
+        }
     }
 
     /// Bounds each backend's load to `c` times its weighted share of the requests in flight
@@ -155,7 +151,7 @@ impl Maglev {
     }
 
     /// The table size `M`.
-    pub const fn get_table_size(&self) -> u32 {
+    pub const fn table_size(&self) -> u32 {
         self.table_size
     }
 
@@ -496,7 +492,7 @@ mod tests {
     #[test]
     fn table_sizes_must_be_prime_and_in_range() {
         for m in [7, 13, 65_537, 655_373] {
-            assert_eq!(Maglev::with_table_size(m).unwrap().get_table_size(), m);
+            assert_eq!(Maglev::with_table_size(m).unwrap().table_size(), m);
         }
         for (m, why) in [
             (0, "too small"),
@@ -506,7 +502,20 @@ mod tests {
             (65_539 * 3, "not prime"),
             (16_777_259, "too large"),
         ] {
-            let reason = strategy_error(Maglev::with_table_size(m));
+            let err = Maglev::with_table_size(m).unwrap_err();
+            let want = match why {
+                "too small" => TableSizeError::TooSmall {
+                    size: m,
+                    min: Maglev::MIN_TABLE_SIZE,
+                },
+                "too large" => TableSizeError::TooLarge {
+                    size: m,
+                    max: Maglev::MAX_TABLE_SIZE,
+                },
+                _ => TableSizeError::NotPrime { size: m },
+            };
+            assert_eq!(err, want);
+            let reason = err.to_string();
             assert!(
                 reason.contains("table_size") && reason.contains(why),
                 "{m}: {reason}"

@@ -126,7 +126,10 @@ impl PowerOfTwoChoices {
     /// Least in flight per weight, with a reproducible random stream: the same seed, set and
     /// live state give the same picks in single-threaded use.
     pub fn from_seed(seed: u64) -> Self {
-        PowerOfTwoChoices::new().seed(seed)
+        PowerOfTwoChoices {
+            stream: Stream::from_seed(seed),
+            ..PowerOfTwoChoices::new()
+        }
     }
 
     /// Peak-EWMA cost (latency × (in flight + 1), per weight), seeded from OS randomness.
@@ -137,12 +140,12 @@ impl PowerOfTwoChoices {
         }
     }
 
-    /// Replaces the random stream with a reproducible one (for `peak_ewma()` in tests).
-    /// Default is a stream seeded from OS randomness.
-    #[must_use]
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.stream = Stream::from_seed(seed);
-        self
+    /// Peak-EWMA cost with a reproducible random stream, as [`from_seed`](Self::from_seed).
+    pub fn peak_ewma_from_seed(seed: u64) -> Self {
+        PowerOfTwoChoices {
+            peak_ewma: true,
+            ..PowerOfTwoChoices::from_seed(seed)
+        }
     }
 
     /// The latency assumed for a backend that has not reported one yet (peak-EWMA only).
@@ -456,7 +459,7 @@ mod tests {
 
     #[test]
     fn peak_ewma_prefers_the_faster_backend() {
-        let lb = Balancer::new(PowerOfTwoChoices::peak_ewma().seed(6), set(&[1, 1])).unwrap();
+        let lb = Balancer::new(PowerOfTwoChoices::peak_ewma_from_seed(6), set(&[1, 1])).unwrap();
         let fast = lb
             .pick(&Context::new().sticky(Backend::new("b0").key()))
             .unwrap();
@@ -477,8 +480,7 @@ mod tests {
     #[test]
     fn a_backend_without_samples_costs_the_default_rtt() {
         for (default_ms, winner) in [(30, "b0"), (50, "b1")] {
-            let p2c = PowerOfTwoChoices::peak_ewma()
-                .seed(7)
+            let p2c = PowerOfTwoChoices::peak_ewma_from_seed(7)
                 .default_rtt(Duration::from_millis(default_ms));
             assert_eq!(p2c.get_default_rtt(), Duration::from_millis(default_ms));
             let lb = Balancer::new(p2c, set(&[1, 1])).unwrap();

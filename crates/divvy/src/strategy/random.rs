@@ -179,7 +179,7 @@ pub(crate) mod tests {
     fn a_backend_in_slow_start_gets_its_effective_share() {
         let clock = ManualClock::new();
         let mut builder = Balancer::builder(Random::from_seed(4));
-        builder
+        builder = builder
             .health(
                 HealthConfig::builder()
                     .slow_start(Duration::from_secs(100))

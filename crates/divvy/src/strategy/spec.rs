@@ -231,9 +231,11 @@ impl StrategySpec {
     }
 
     fn build_inner(&self) -> BoxStrategy {
-        let p2c = |s: PowerOfTwoChoices| match self.seed {
-            Some(seed) => s.seed(seed),
-            None => s,
+        let p2c = |ewma: bool| match (self.seed, ewma) {
+            (Some(seed), false) => PowerOfTwoChoices::from_seed(seed),
+            (Some(seed), true) => PowerOfTwoChoices::peak_ewma_from_seed(seed),
+            (None, false) => PowerOfTwoChoices::new(),
+            (None, true) => PowerOfTwoChoices::peak_ewma(),
         };
         match self.kind {
             StrategyKind::RoundRobin => RoundRobin::new().into(),
@@ -253,8 +255,8 @@ impl StrategySpec {
                 Some(seed) => Random::from_seed(seed).into(),
                 None => Random::new().into(),
             },
-            StrategyKind::P2c => p2c(PowerOfTwoChoices::new()).into(),
-            StrategyKind::P2cEwma => p2c(PowerOfTwoChoices::peak_ewma()).into(),
+            StrategyKind::P2c => p2c(false).into(),
+            StrategyKind::P2cEwma => p2c(true).into(),
         }
     }
 
@@ -616,7 +618,7 @@ mod tests {
         );
         assert_eq!(
             built("p2c_ewma seed=3"),
-            sequence(PowerOfTwoChoices::peak_ewma().seed(3), &ctx)
+            sequence(PowerOfTwoChoices::peak_ewma_from_seed(3), &ctx)
         );
         assert_eq!(
             built("weighted_round_robin failover=priority"),

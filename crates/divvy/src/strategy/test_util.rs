@@ -200,7 +200,7 @@ proptest! {
             })
             .collect();
         let mut builder = Balancer::builder(spec.build());
-        builder.health(health(0));
+        builder = builder.health(health(0));
         let lb = builder.build(backends.clone()).unwrap();
         // A backend at its limit holds one pinned request (only an up one can take it).
         let held: Vec<Pick> = members

@@ -579,13 +579,14 @@ pub(crate) mod tests {
     fn a_backend_in_slow_start_gets_its_effective_share_then_its_full_share() {
         let clock = ManualClock::new();
         let mut b = Balancer::builder(WeightedRoundRobin::new());
-        b.health(
-            HealthConfig::builder()
-                .slow_start(Duration::from_secs(10))
-                .slow_start_min_percent(10)
-                .build(),
-        )
-        .clock(clock.clone());
+        b = b
+            .health(
+                HealthConfig::builder()
+                    .slow_start(Duration::from_secs(10))
+                    .slow_start_min_percent(10)
+                    .build(),
+            )
+            .clock(clock.clone());
         let lb = b.build(set(&[10, 10])).unwrap();
         lb.set_admin_state("b1", Some(AdminState::Down)).unwrap();
         lb.set_admin_state("b1", None).unwrap(); // back up: slow start at 10 %, weight 1 of 10

@@ -108,7 +108,7 @@ fn one_tier(generation: usize) -> Vec<Backend> {
 fn failures_racing_updates_never_leave_a_pick_without_a_backend<S: Strategy>(strategy: S) {
     let name = strategy.name();
     let mut builder = Balancer::builder(strategy);
-    builder.clock(divvy::ManualClock::new());
+    builder = builder.clock(divvy::ManualClock::new());
     let lb = builder.build(one_tier(0)).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let none = Arc::new(AtomicU64::new(0));

@@ -32,9 +32,9 @@ fn balancer<S: Strategy>(
     backends: impl IntoIterator<Item = Backend>,
 ) -> Balancer<S> {
     let mut builder = Balancer::builder(strategy);
-    builder.health(health);
+    builder = builder.health(health);
     if let Some(clock) = clock {
-        builder.clock(clock);
+        builder = builder.clock(clock);
     }
     builder.build(backends).expect("a valid backend set")
 }

@@ -52,7 +52,7 @@ fn backup_is_only_a_backup<S: Strategy>(strategy: S) {
     let name = strategy.name();
     let mut builder = Balancer::builder(strategy);
     // Failing probes take the primaries out; rise/fall 1 so one probe decides.
-    builder.health(HealthConfig::builder().rise(1).fall(1).build());
+    builder = builder.health(HealthConfig::builder().rise(1).fall(1).build());
     let lb = builder.build(readme_set()).unwrap();
     let counts = spread(&lb, 1000);
     assert_eq!(counts.get("10.0.0.3:80"), None, "{name}: {counts:?}");
