@@ -247,16 +247,19 @@ fn fast_error_responses_draw_a_latency_balancer_into_failing_backends() {
     // A backend that answers errors in 1 ms looks ten times faster than a healthy one to
     // peak-EWMA, so with health in panic mode it takes more traffic than when its failures
     // carry no latency (refused connections). Round robin cannot tell the difference.
-    let refused = builtin("backup-tier");
-    let text = scenario::BUILTIN
+    // The scenario without its backup tier: every balancer routes tiers now, so only a flat set
+    // reaches the panic threshold when the primaries fail.
+    let flat = scenario::BUILTIN
         .iter()
         .find(|(n, _)| *n == "backup-tier")
         .unwrap()
         .1
-        .replace(
-            "failures = [{ from = 0.4, until = 0.6 }]",
-            "failures = [{ from = 0.4, until = 0.6, kind = \"error-response\" }]",
-        );
+        .replace("tier = 1\n", "");
+    let refused = scenario::Scenario::from_toml(&flat).unwrap();
+    let text = flat.replace(
+        "failures = [{ from = 0.4, until = 0.6 }]",
+        "failures = [{ from = 0.4, until = 0.6, kind = \"error-response\" }]",
+    );
     let responses = scenario::Scenario::from_toml(&text).unwrap();
     assert!(responses.backends[0].failures[0].kind == scenario::FailureKind::ErrorResponse);
     let errors = |sc: &scenario::Scenario, s: &str| summary(sc, s, 100_000, 1).error_rate;
