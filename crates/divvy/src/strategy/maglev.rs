@@ -36,7 +36,8 @@ const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 /// as Envoy's Maglev; optional bounded loads after Mirrokni, Thorup and Zadimoghaddam (2017).
 ///
 /// Cost: O(1) per pick (one XXH3 of the key, one multiply-shift, one table read); preparing is
-/// O(M log M) expected for the table of `M` slots (`M` = 65 537 by default: 128 KiB of `u16`).
+/// O(M log M) expected for the table of `M` slots (by default `M` grows with the set, see
+/// [Choosing `M`](#choosing-m): 65 537 slots, 128 KiB of `u16`, up to 655 backends).
 ///
 /// # Table
 ///
@@ -51,10 +52,28 @@ const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 /// # Choosing `M`
 ///
 /// `M` must be a prime at least the number of backends; the larger `M / n`, the closer the spread
-/// and the disruption get to ideal. Measured removals of one backend at the default `M`: 1 of 10
-/// moves 10.2 % of keys, 1 of 100 moves 1.55 % (1.55/n), 1 of 1 000 moves 0.67 % (6.7/n). For
-/// hundreds of backends use a larger prime: with `M` = 655 373, removing 1 of 100 moves 1.14/n and
-/// 1 of 1 000 moves 4.3/n, for a table of 1.3 MiB prepared in about 40 ms instead of 1.5 ms.
+/// and the disruption get to ideal. By default ([`new`](Self::new)) the table grows with the set:
+/// `M` is the first size of the fixed ladder [`TABLE_SIZES`](Self::TABLE_SIZES) (65 537, then the
+/// largest prime below each power of two up to 2²⁴) that gives every backend at least
+/// [`SLOTS_PER_BACKEND`](Self::SLOTS_PER_BACKEND) = 100 slots, the paper's advice, so each
+/// backend's share of the keys is its weight's share to within about 1 % (measured load skew, max /
+/// mean weighted share: 1.0014 at 10 000 backends with `M` = 1 048 573, equal or weighted 1 to 4).
+/// Past 167 772 backends the largest size, 16 777 213 slots, is used with fewer slots each, and a
+/// set larger than that is rejected.
+///
+/// `M` depends only on the number of backends, so every instance that sees the same set builds the
+/// same table. It changes only when the set crosses a rung of the ladder (at 656, 1 311, 2 622,
+/// 5 243, 10 486, … backends), and then most keys move once, as with any change of `M`: a set that
+/// hovers at a rung, or that must never move more than its own keys, should pin the size with
+/// [`with_table_size`](Self::with_table_size), or use [`Ketama`](super::Ketama).
+///
+/// Measured removals of one backend: at `M` = 65 537, 1 of 10 moves 10.2 % of keys, 1 of 100 moves
+/// 1.55 % (1.55/n), 1 of 1 000 moves 0.67 % (6.7/n); with the grown table, 1 of 1 000 moves 6.5/n
+/// (`M` = 131 071) and 1 of 10 000 moves 9.0/n (`M` = 1 048 573). That is exactly the paper's
+/// algorithm's disruption at the same `M` (checked by a test), its trade of disruption for balance;
+/// [`Ketama`](super::Ketama) moves 1/n. Larger tables move fewer: with `M` = 655 373, removing 1 of
+/// 100 moves 1.14/n and 1 of 1 000 moves 4.3/n, for a table of 1.3 MiB prepared in about 40 ms
+/// instead of 1.5 ms.
 ///
 /// # Pick
 ///
@@ -86,7 +105,8 @@ const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Maglev {
-    table_size: u32,
+    /// A fixed `M`, or `None` to size the table from the set.
+    table_size: Option<u32>,
     bound: Option<f64>,
 }
 
@@ -97,9 +117,20 @@ impl Default for Maglev {
 }
 
 impl Maglev {
-    /// The default table size, the paper's 65 537: a prime, about 650 slots per backend for 100
-    /// backends.
+    /// The paper's table size, 65 537: a prime, about 650 slots per backend for 100 backends. The
+    /// smallest size of the default ladder, so sets of up to 655 backends use it.
     pub const DEFAULT_TABLE_SIZE: u32 = 65_537;
+
+    /// The table sizes [`new`](Self::new) chooses from, ascending: 65 537, then the largest prime
+    /// below 2¹⁷, 2¹⁸, … 2²⁴. A fixed ladder rather than "the next prime after 100 · n", so that
+    /// adding or removing one backend changes `M` (and so moves most keys) only at a rung.
+    pub const TABLE_SIZES: [u32; 9] = [
+        65_537, 131_071, 262_139, 524_287, 1_048_573, 2_097_143, 4_194_301, 8_388_593, 16_777_213,
+    ];
+
+    /// The fewest slots per backend a grown table gives (the paper's `M ≥ 100 · n`), while the
+    /// largest size allows it.
+    pub const SLOTS_PER_BACKEND: u32 = 100;
 
     /// The smallest table size accepted (the paper's worked example).
     pub const MIN_TABLE_SIZE: u32 = 7;
@@ -107,11 +138,12 @@ impl Maglev {
     /// The largest table size accepted (64 MiB of `u32` slots).
     pub const MAX_TABLE_SIZE: u32 = 1 << 24;
 
-    /// A Maglev table of [`DEFAULT_TABLE_SIZE`](Self::DEFAULT_TABLE_SIZE) slots, without a load
+    /// A Maglev table that grows with the set (see [Choosing `M`](#choosing-m)): the first of
+    /// [`TABLE_SIZES`](Self::TABLE_SIZES) with at least 100 slots per backend, without a load
     /// bound.
     pub const fn new() -> Self {
         Maglev {
-            table_size: Self::DEFAULT_TABLE_SIZE,
+            table_size: None,
             bound: None,
         }
     }
@@ -135,7 +167,7 @@ impl Maglev {
             format!("table_size {m} is not prime")
         } else {
             return Ok(Maglev {
-                table_size: m,
+                table_size: Some(m),
                 bound: None,
             });
         };
@@ -155,9 +187,34 @@ impl Maglev {
         self
     }
 
-    /// The table size `M`.
-    pub const fn get_table_size(&self) -> u32 {
+    /// The fixed table size `M`, or `None` when the table grows with the set (the default).
+    pub const fn get_table_size(&self) -> Option<u32> {
         self.table_size
+    }
+
+    /// The table size `M` this strategy uses for a set of `n` backends: the fixed size, or the
+    /// first rung of [`TABLE_SIZES`](Self::TABLE_SIZES) with 100 slots per backend (the largest
+    /// rung when none has).
+    ///
+    /// # Errors
+    ///
+    /// [`UpdateError::Strategy`] when `n` exceeds `M`: a table needs a slot per backend.
+    pub fn table_size_for(&self, n: usize) -> Result<u32, UpdateError> {
+        let m = self.table_size.unwrap_or_else(|| {
+            let want = n as u64 * u64::from(Self::SLOTS_PER_BACKEND);
+            let last = Self::TABLE_SIZES[Self::TABLE_SIZES.len() - 1];
+            Self::TABLE_SIZES
+                .into_iter()
+                .find(|&m| u64::from(m) >= want)
+                .unwrap_or(last)
+        });
+        if n > m as usize {
+            return Err(UpdateError::Strategy {
+                strategy: NAME,
+                reason: format!("table_size {m} is smaller than the {n} backends of the set"),
+            });
+        }
+        Ok(m)
     }
 
     /// The load bound factor, if any.
@@ -334,16 +391,7 @@ impl Strategy for Maglev {
         // weight) must be an error rather than a panic.
         crate::validate(backends)?;
         let bound = self.bound.map(|c| LoadFactor::new(NAME, c)).transpose()?;
-        let m = self.table_size;
-        if backends.len() > m as usize {
-            return Err(UpdateError::Strategy {
-                strategy: NAME,
-                reason: format!(
-                    "table_size {m} is smaller than the {} backends of the set",
-                    backends.len()
-                ),
-            });
-        }
+        let m = self.table_size_for(backends.len())?;
         let perms: Vec<Permutation> = backends
             .iter()
             .map(|b| Permutation::of(b.id(), m))
@@ -496,7 +544,10 @@ mod tests {
     #[test]
     fn table_sizes_must_be_prime_and_in_range() {
         for m in [7, 13, 65_537, 655_373] {
-            assert_eq!(Maglev::with_table_size(m).unwrap().get_table_size(), m);
+            assert_eq!(
+                Maglev::with_table_size(m).unwrap().get_table_size(),
+                Some(m)
+            );
         }
         for (m, why) in [
             (0, "too small"),
@@ -541,6 +592,53 @@ mod tests {
     fn a_load_factor_below_one_is_rejected_at_prepare() {
         let reason = strategy_error(Maglev::new().bounded_load(0.5).prepare(&backends(3)));
         assert!(reason.contains("bounded_load"), "{reason}");
+    }
+
+    #[test]
+    fn the_default_table_grows_along_the_ladder_with_100_slots_per_backend() {
+        let m = Maglev::new();
+        for (n, want) in [
+            (1, 65_537),
+            (655, 65_537),
+            (656, 131_071),
+            (1_000, 131_071),
+            (10_000, 1_048_573),
+            (83_885, 8_388_593),
+            (83_886, 16_777_213),
+            (16_777_213, 16_777_213),
+        ] {
+            assert_eq!(m.table_size_for(n), Ok(want), "{n} backends");
+        }
+        let reason = strategy_error(m.table_size_for(16_777_214));
+        assert!(reason.contains("16777214 backends"), "{reason}");
+        // A fixed size stays fixed.
+        let fixed = Maglev::with_table_size(1009).unwrap();
+        assert_eq!(fixed.table_size_for(5), Ok(1009));
+        assert_eq!(fixed.table_size_for(10_000).map_err(|_| ()), Err(()));
+    }
+
+    #[test]
+    fn the_ladder_is_the_largest_prime_below_each_power_of_two() {
+        assert_eq!(Maglev::TABLE_SIZES[0], Maglev::DEFAULT_TABLE_SIZE);
+        for (k, &m) in (17..=24).zip(&Maglev::TABLE_SIZES[1..]) {
+            assert!(is_prime(m) && m < 1 << k, "{m}");
+            assert!(((m + 1)..(1 << k)).all(|x| !is_prime(x)), "{m}");
+            assert!(Maglev::with_table_size(m).is_ok());
+        }
+    }
+
+    #[test]
+    fn more_than_65537_backends_are_served_by_a_grown_table() {
+        let set = backends(70_000);
+        let t = Maglev::new().prepare(&set).unwrap();
+        assert_eq!(t.size, 8_388_593);
+        assert!(matches!(t.slots, Slots::Wide(_)));
+        let counts = t.counts(set.len());
+        assert!(
+            counts.iter().all(|&c| c == 119 || c == 120),
+            "{:?}",
+            counts.iter().min()
+        );
     }
 
     // === Filling ===
@@ -662,6 +760,94 @@ mod tests {
         fn removing_a_backend_moves_at_most_twice_its_share(n in 3usize..60, removed in any::<prop::sample::Index>()) {
             let moved = moved_fraction(n, removed.index(n));
             prop_assert!(moved <= 2.0 / n as f64, "n = {}: {}", n, moved);
+        }
+    }
+
+    /// The paper's Pseudocode 1 for equal weights, with each permutation computed as it is read
+    /// rather than materialised, so that it runs at 10 000 backends and a million slots.
+    fn paper_populate(perms: &[Permutation], m: u32) -> Vec<u32> {
+        let m = m as usize;
+        let slot = |p: &Permutation, j: usize| (p.offset as usize + j * p.skip as usize) % m;
+        let mut next = vec![0usize; perms.len()];
+        let mut entry = vec![u32::MAX; m];
+        let mut filled = 0;
+        loop {
+            for (i, p) in perms.iter().enumerate() {
+                let mut c = slot(p, next[i]);
+                while entry[c] != u32::MAX {
+                    next[i] += 1;
+                    c = slot(p, next[i]);
+                }
+                entry[c] = i as u32;
+                next[i] += 1;
+                filled += 1;
+                if filled == m {
+                    return entry;
+                }
+            }
+        }
+    }
+
+    /// Max over backends of (share of slots) / (share of weight).
+    fn skew(t: &Table, weights: &[u32]) -> f64 {
+        let total: u32 = weights.iter().sum();
+        t.counts(weights.len())
+            .iter()
+            .zip(weights)
+            .map(|(&c, &w)| (c as f64 / f64::from(t.size)) / (f64::from(w) / f64::from(total)))
+            .fold(0.0, f64::max)
+    }
+
+    /// Movement on one removal and load skew at the sizes users run, with the default (grown)
+    /// table: the figures `docs/MANY_INSTANCES.md` quotes. Ketama's are printed by its own test.
+    #[test]
+    fn grown_tables_keep_skew_within_five_percent_and_move_no_more_than_the_paper() {
+        for n in [10, 100, 1_000, 10_000] {
+            let set = backends(n);
+            let m = Maglev::new().table_size_for(n).unwrap();
+            let equal = Maglev::new().prepare(&set).unwrap();
+            let weights: Vec<u32> = (0..n as u32).map(|i| 1 + i % 4).collect();
+            let weighted_set: Vec<Backend> = set
+                .iter()
+                .zip(&weights)
+                .map(|(b, &w)| b.clone().weight(w))
+                .collect();
+            let weighted = Maglev::new().prepare(&weighted_set).unwrap();
+            let (equal_skew, weighted_skew) =
+                (skew(&equal, &vec![1; n]), skew(&weighted, &weights));
+
+            let removed = n / 2;
+            let mut rest = set.clone();
+            rest.remove(removed);
+            assert_eq!(Maglev::new().table_size_for(n - 1), Ok(m));
+            let after = Maglev::new().prepare(&rest).unwrap();
+            let moved = (0..m as usize)
+                .filter(|&s| set[equal.get(s)].id() != rest[after.get(s)].id())
+                .count() as f64
+                / f64::from(m);
+            let perms = |set: &[Backend]| -> Vec<Permutation> {
+                set.iter().map(|b| Permutation::of(b.id(), m)).collect()
+            };
+            let (pb, pa) = (
+                paper_populate(&perms(&set), m),
+                paper_populate(&perms(&rest), m),
+            );
+            let paper = pb
+                .iter()
+                .zip(&pa)
+                .filter(|&(&b, &a)| set[b as usize].id() != rest[a as usize].id())
+                .count() as f64
+                / f64::from(m);
+            let nf = n as f64;
+            println!(
+                "maglev n={n:>6} M={m:>9}: skew {equal_skew:.4} (weights 1-4: {weighted_skew:.4}), \
+                 one removal moves {:.2}/n (paper's algorithm at this M: {:.2}/n)",
+                moved * nf,
+                paper * nf
+            );
+            assert!(equal_skew <= 1.05 && weighted_skew <= 1.05, "n = {n}");
+            assert!(moved <= paper, "n = {n}: {moved} > {paper}");
+            assert!(moved >= 1.0 / nf * 0.95, "n = {n}: {moved}");
         }
     }
 
