@@ -41,7 +41,7 @@
 //! | [`retry`] | retries on another backend, as a tower retry policy |
 //! | [`endpoint`] | one shared HTTP client pointed at each backend |
 //! | [`health`] | active health checks (TCP, HTTP) feeding the registry's rise/fall |
-//! | `discover` | DNS discovery (A/AAAA, SRV), behind the `dns` feature |
+//! | `discover` | DNS discovery (A/AAAA, SRV), behind the `dns` feature; etcd discovery and lease-based self-registration, behind the `etcd` feature |
 //! | [`error`] | [`NoBackendAvailable`](error::NoBackendAvailable), [`BackendFailed`](error::BackendFailed) |
 
 #![forbid(unsafe_code)]
@@ -54,7 +54,7 @@
 
 pub mod balance;
 pub mod classify;
-#[cfg(feature = "dns")]
+#[cfg(any(feature = "dns", feature = "etcd"))]
 pub mod discover;
 pub mod endpoint;
 pub mod error;

@@ -1,13 +1,17 @@
 //! Why a discovery round found no set to publish.
 
+#[cfg(feature = "dns")]
 use std::sync::Arc;
 
+#[cfg(feature = "dns")]
 use divvy::UpdateError;
 
-/// A boxed error from the resolver, so that its type is not part of divvy-tower's API.
+/// A boxed error from the resolver or the etcd client, so that its type is not part of
+/// divvy-tower's API.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a discovery round published nothing. The last good set keeps serving.
+#[cfg(feature = "dns")]
 #[non_exhaustive]
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
