@@ -24,10 +24,12 @@ use crate::health::handle::Background;
 /// - **Consistency.** The task lists the prefix (a linearizable range read, which answers with
 ///   its revision `r`) and watches from `r + 1`, so every change after the listing arrives once,
 ///   in order: none is missed and none applied twice.
-/// - **Failures.** When the connection is lost, the watch ends, or its start revision has been
-///   compacted, the task lists the prefix again and resumes watching from the new revision,
-///   retrying every [`retry_interval`](Self::retry_interval) while etcd is unreachable. The
-///   last known set keeps serving all the while.
+/// - **Failures.** When the connection is lost or the watch ends, the task reconnects and
+///   resumes the watch after the last revision it applied, so etcd replays what it missed; when
+///   that revision has been compacted away (or the cluster's revision went back, as after a
+///   rebuild), it lists the prefix again and watches from the new revision. It retries every
+///   [`retry_interval`](Self::retry_interval) while etcd is unreachable. The last known set
+///   keeps serving all the while.
 /// - **Malformed values.** A value that is not a valid record is logged (`tracing`, warn level,
 ///   naming the key) and skipped: the key keeps its last good backend, or stays absent. Two keys
 ///   naming one address keep the key that sorts first.
@@ -141,6 +143,21 @@ impl EtcdDiscovery {
         let c = counters.clone();
         let inner = Background::spawn(move |stop| watch::run(this, balancer, c, stop));
         EtcdHandle { inner, counters }
+    }
+
+    /// The cluster's current revision, from a count-only read of the prefix.
+    pub(crate) async fn cluster_revision(
+        &self,
+        client: &mut etcd_client::Client,
+    ) -> Result<i64, EtcdError> {
+        let options = GetOptions::new().with_prefix().with_count_only();
+        let resp = bounded(
+            "get",
+            self.timeout,
+            client.get(self.prefix.as_bytes(), Some(options)),
+        )
+        .await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Reads the prefix into `members` (keys with malformed values keep their last good

@@ -24,8 +24,13 @@ pub struct EtcdStats {
     pub revision: i64,
     /// Whether the watch is established now (listed and watching).
     pub watching: bool,
-    /// Listings of the prefix: the first, and one after each failure.
+    /// Listings of the prefix: the first, and one after each failure that a resumed watch could
+    /// not bridge (a compacted revision, a cluster whose revision went back).
     pub lists: u64,
+    /// Watches resumed from the last revision seen after a lost connection, without listing.
+    pub resumes: u64,
+    /// Watches whose start revision etcd had compacted away (followed by a listing).
+    pub compacted: u64,
     /// Sets published to the balancer.
     pub updates: u64,
     /// Failures (etcd unreachable, the watch ended or compacted, the balancer refused a set);
@@ -40,6 +45,8 @@ pub(crate) struct Counters {
     revision: AtomicI64,
     watching: AtomicBool,
     lists: AtomicU64,
+    resumes: AtomicU64,
+    compacted: AtomicU64,
     updates: AtomicU64,
     failures: AtomicU64,
     skipped: AtomicU64,
@@ -76,6 +83,8 @@ impl EtcdHandle {
             revision: c.revision.load(Relaxed),
             watching: c.watching.load(Relaxed),
             lists: c.lists.load(Relaxed),
+            resumes: c.resumes.load(Relaxed),
+            compacted: c.compacted.load(Relaxed),
             updates: c.updates.load(Relaxed),
             failures: c.failures.load(Relaxed),
             skipped: c.skipped.load(Relaxed),
@@ -92,12 +101,14 @@ pub(crate) async fn run<S: Strategy>(
     // Kept across sessions: a re-list compares against it, and a malformed value keeps the last
     // good backend of its key.
     let mut members = Members::default();
+    // The revision the members reflect, once a watch ran: a new watch resumes after it.
+    let mut resume = None;
     loop {
         // `biased`: once stopped, nothing more is published.
         let error = tokio::select! {
             biased;
             _ = &mut stop => return,
-            e = session(&config, &balancer, &counters, &mut members) => e,
+            e = session(&config, &balancer, &counters, &mut members, &mut resume) => e,
         };
         counters.watching.store(false, Relaxed);
         counters.failures.fetch_add(1, Relaxed);
@@ -111,14 +122,16 @@ pub(crate) async fn run<S: Strategy>(
     }
 }
 
-/// One session: connect, list, publish, watch until something fails. Only returns on failure.
+/// One session: connect, list (or resume), publish, watch until something fails. Only returns
+/// on failure.
 async fn session<S: Strategy>(
     config: &EtcdDiscovery,
     balancer: &Balancer<S>,
     counters: &Counters,
     members: &mut Members,
+    resume: &mut Option<i64>,
 ) -> EtcdError {
-    match watch_once(config, balancer, counters, members).await {
+    match watch_once(config, balancer, counters, members, resume).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -129,15 +142,32 @@ async fn watch_once<S: Strategy>(
     balancer: &Balancer<S>,
     counters: &Counters,
     members: &mut Members,
+    resume: &mut Option<i64>,
 ) -> Result<Infallible, EtcdError> {
     let prefix = &config.prefix;
     let mut client = connect(&config.endpoints, config.timeout).await?;
     let mut skipped = Vec::new();
-    let revision = config.list_into(&mut client, members, &mut skipped).await?;
-    counters.lists.fetch_add(1, Relaxed);
-    publish(config, balancer, counters, members, &mut skipped, revision);
+    // After a lost connection, etcd replays what changed since the last revision seen, cheaper
+    // than listing a large prefix again; unless the cluster's revision went back (a cluster
+    // rebuilt from scratch or from an old backup), where a resumed watch would wait for
+    // revisions that already mean something else.
+    let resumable = match *resume {
+        Some(seen) => config.cluster_revision(&mut client).await? >= seen,
+        None => false,
+    };
+    let revision = if let (true, Some(seen)) = (resumable, *resume) {
+        counters.resumes.fetch_add(1, Relaxed);
+        seen
+    } else {
+        let revision = config.list_into(&mut client, members, &mut skipped).await?;
+        counters.lists.fetch_add(1, Relaxed);
+        publish(config, balancer, counters, members, &mut skipped, revision);
+        revision
+    };
+    *resume = Some(revision);
 
-    // From the revision after the listing: every later change arrives once, in order.
+    // From the revision after the listing (or the last change seen): every later change arrives
+    // once, in order.
     let options = WatchOptions::new()
         .with_prefix()
         .with_start_revision(revision + 1)
@@ -157,6 +187,9 @@ async fn watch_once<S: Strategy>(
                 reason: "the stream closed".into(),
             })?;
         if resp.compact_revision() > 0 {
+            // What changed between our revision and the compaction is gone: list again.
+            *resume = None;
+            counters.compacted.fetch_add(1, Relaxed);
             return Err(EtcdError::Compacted {
                 prefix: prefix.clone(),
                 compacted: resp.compact_revision(),
@@ -171,9 +204,15 @@ async fn watch_once<S: Strategy>(
         let Some(revision) = resp.header().map(|h| h.revision()) else {
             continue;
         };
+        if resp.created() {
+            // The header of the creation answer is the cluster's revision now, but the changes
+            // since our start revision are still to come: nothing is known complete yet.
+            continue;
+        }
         if resp.events().is_empty() {
-            // Created, or a progress notification: nothing changed up to `revision`.
-            counters.revision.fetch_max(revision, Relaxed);
+            // A progress notification: every change up to `revision` has been sent.
+            *resume = Some(revision);
+            counters.revision.store(revision, Relaxed);
             continue;
         }
         for event in resp.events() {
@@ -188,6 +227,7 @@ async fn watch_once<S: Strategy>(
             }
         }
         publish(config, balancer, counters, members, &mut skipped, revision);
+        *resume = Some(revision);
     }
 }
 
