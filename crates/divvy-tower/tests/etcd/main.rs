@@ -96,6 +96,23 @@ async fn discovery_follows_puts_reweights_and_deletes_under_its_prefix_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_listing_replaces_the_set_the_balancer_was_built_with() {
+    let Some(etcd) = EtcdServer::start().await else {
+        return;
+    };
+    let mut c = etcd.client().await;
+    put(&mut c, "b", &rec("10.0.0.2:80")).await;
+    put(&mut c, "a", &rec("10.0.0.1:80")).await;
+    let lb = Balancer::new(Maglev::new(), [Backend::new("192.0.2.1:80")]).unwrap();
+    let handle = EtcdDiscovery::new([etcd.endpoint()], PREFIX).spawn(lb.clone());
+    wait_for(&lb, &["10.0.0.1:80", "10.0.0.2:80"]).await;
+    put(&mut c, "0", &rec("10.0.0.0:80")).await;
+    // Inserted in identity order, not appended: the order every instance has.
+    wait_for(&lb, &["10.0.0.0:80", "10.0.0.1:80", "10.0.0.2:80"]).await;
+    handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_value_is_skipped_and_never_applied() {
     let Some(etcd) = EtcdServer::start().await else {
         return;

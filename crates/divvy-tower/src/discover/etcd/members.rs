@@ -80,6 +80,67 @@ impl Members {
     }
 }
 
+/// How the balancer's set must change to go from one etcd set to the next, one backend at a time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A backend left etcd.
+    Remove(Arc<str>),
+    /// A backend joined, or its record changed.
+    Upsert(Backend),
+}
+
+/// The changes from `old` to `new`, both sorted by identity (as [`Members::set`] returns them):
+/// removals first, then additions and changed records, in identity order.
+pub(crate) fn diff(old: &[Backend], new: &[Backend]) -> Vec<Change> {
+    let mut changes: Vec<Change> = old
+        .iter()
+        .filter(|b| new.binary_search_by(|n| n.id().cmp(b.id())).is_err())
+        .map(|b| Change::Remove(b.id_arc().clone()))
+        .collect();
+    for b in new {
+        match old.binary_search_by(|o| o.id().cmp(b.id())) {
+            Ok(i) if old[i] == *b => {}
+            _ => changes.push(Change::Upsert(b.clone())),
+        }
+    }
+    changes
+}
+
+/// Applies `changes` to a balancer's set in place: a removal takes the backend out (wherever it
+/// is), an upsert replaces the backend of the same identity where it stands or inserts it before
+/// the first backend whose identity sorts after it. So a set that only etcd writes stays sorted
+/// by identity, the same in every instance, whatever order the changes came in; backends that
+/// other code added stay where they are. Returns whether anything changed.
+pub(crate) fn apply(set: &mut Vec<Backend>, changes: &[Change]) -> bool {
+    let mut changed = false;
+    for c in changes {
+        match c {
+            Change::Remove(id) => {
+                if let Some(i) = set.iter().position(|b| b.id() == &**id) {
+                    set.remove(i);
+                    changed = true;
+                }
+            }
+            Change::Upsert(b) => match set.iter().position(|o| o.id() == b.id()) {
+                Some(i) if set[i] == *b => {}
+                Some(i) => {
+                    set[i] = b.clone();
+                    changed = true;
+                }
+                None => {
+                    let at = set
+                        .iter()
+                        .position(|o| o.id() > b.id())
+                        .unwrap_or(set.len());
+                    set.insert(at, b.clone());
+                    changed = true;
+                }
+            },
+        }
+    }
+    changed
+}
+
 /// A key as text for logs and errors; etcd keys are bytes, shown lossily when not UTF-8.
 fn key_str(key: &[u8]) -> Arc<str> {
     String::from_utf8_lossy(key).into()
@@ -156,6 +217,45 @@ mod tests {
             set(&m).0,
             vec![Backend::new("a:1").weight(3).state(AdminState::Down)]
         );
+    }
+
+    #[test]
+    fn applying_the_diff_of_two_sets_turns_the_first_into_the_second() {
+        let old = ["a:1", "b:1", "d:1"].map(Backend::new).to_vec();
+        let new = vec![
+            Backend::new("a:1").weight(2),
+            Backend::new("c:1"),
+            Backend::new("d:1"),
+            Backend::new("e:1"),
+        ];
+        let changes = diff(&old, &new);
+        assert_eq!(
+            changes,
+            vec![
+                Change::Remove("b:1".into()),
+                Change::Upsert(Backend::new("a:1").weight(2)),
+                Change::Upsert(Backend::new("c:1")),
+                Change::Upsert(Backend::new("e:1")),
+            ]
+        );
+        let mut set = old.clone();
+        assert!(apply(&mut set, &changes));
+        assert_eq!(set, new);
+        assert!(!apply(&mut set, &diff(&new, &new)));
+    }
+
+    #[test]
+    fn changes_keep_a_set_sorted_whatever_order_they_come_in() {
+        let mut one = Vec::new();
+        let mut other = Vec::new();
+        for id in ["m:1", "c:1", "x:1", "a:1"] {
+            apply(&mut one, &[Change::Upsert(Backend::new(id))]);
+        }
+        for id in ["x:1", "a:1", "m:1", "c:1"] {
+            apply(&mut other, &[Change::Upsert(Backend::new(id))]);
+        }
+        assert_eq!(one, other);
+        assert_eq!(one, ["a:1", "c:1", "m:1", "x:1"].map(Backend::new));
     }
 
     #[test]

@@ -5,13 +5,13 @@ use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
-use divvy::{Balancer, Strategy};
+use divvy::{Backend, Balancer, Strategy};
 use etcd_client::{EventType, WatchOptions};
 
 use super::client::connect;
 use super::discovery::EtcdDiscovery;
 use super::error::EtcdError;
-use super::members::Members;
+use super::members::{self, Members};
 use super::record::RecordError;
 use crate::health::handle::{Background, Stop};
 
@@ -101,6 +101,10 @@ pub(crate) async fn run<S: Strategy>(
     // Kept across sessions: a re-list compares against it, and a malformed value keeps the last
     // good backend of its key.
     let mut members = Members::default();
+    // The set last published from etcd; at first the balancer's own, so that the first listing
+    // replaces whatever the balancer was built with.
+    let mut published: Vec<Backend> = balancer.backends().to_vec();
+    published.sort_unstable_by(|a, b| a.id().cmp(b.id()));
     // The revision the members reflect, once a watch ran: a new watch resumes after it.
     let mut resume = None;
     loop {
@@ -108,7 +112,7 @@ pub(crate) async fn run<S: Strategy>(
         let error = tokio::select! {
             biased;
             _ = &mut stop => return,
-            e = session(&config, &balancer, &counters, &mut members, &mut resume) => e,
+            e = session(&config, &balancer, &counters, &mut members, &mut published, &mut resume) => e,
         };
         counters.watching.store(false, Relaxed);
         counters.failures.fetch_add(1, Relaxed);
@@ -129,9 +133,10 @@ async fn session<S: Strategy>(
     balancer: &Balancer<S>,
     counters: &Counters,
     members: &mut Members,
+    published: &mut Vec<Backend>,
     resume: &mut Option<i64>,
 ) -> EtcdError {
-    match watch_once(config, balancer, counters, members, resume).await {
+    match watch_once(config, balancer, counters, members, published, resume).await {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -142,6 +147,7 @@ async fn watch_once<S: Strategy>(
     balancer: &Balancer<S>,
     counters: &Counters,
     members: &mut Members,
+    published: &mut Vec<Backend>,
     resume: &mut Option<i64>,
 ) -> Result<Infallible, EtcdError> {
     let prefix = &config.prefix;
@@ -161,7 +167,15 @@ async fn watch_once<S: Strategy>(
     } else {
         let revision = config.list_into(&mut client, members, &mut skipped).await?;
         counters.lists.fetch_add(1, Relaxed);
-        publish(config, balancer, counters, members, &mut skipped, revision);
+        publish(
+            config,
+            balancer,
+            counters,
+            members,
+            published,
+            &mut skipped,
+            revision,
+        );
         revision
     };
     *resume = Some(revision);
@@ -226,18 +240,27 @@ async fn watch_once<S: Strategy>(
                 EventType::Delete => members.delete(kv.key()),
             }
         }
-        publish(config, balancer, counters, members, &mut skipped, revision);
+        publish(
+            config,
+            balancer,
+            counters,
+            members,
+            published,
+            &mut skipped,
+            revision,
+        );
         *resume = Some(revision);
     }
 }
 
-/// Logs what was skipped, publishes the members' set when it differs from the balancer's, and
-/// records the revision.
+/// Logs what was skipped, applies what changed in etcd since the last publication to the
+/// balancer, and records the revision.
 fn publish<S: Strategy>(
     config: &EtcdDiscovery,
     balancer: &Balancer<S>,
     counters: &Counters,
     members: &Members,
+    published: &mut Vec<Backend>,
     skipped: &mut Vec<RecordError>,
     revision: i64,
 ) {
@@ -247,17 +270,25 @@ fn publish<S: Strategy>(
         counters.skipped.fetch_add(1, Relaxed);
         tracing::warn!(%prefix, %error, "etcd discovery skipped a value");
     }
-    // Compare with what serves now, not with what was last published: an update from elsewhere
-    // is put right by the next change.
-    if *balancer.backends() != *set {
-        match balancer.update(set.iter().cloned()) {
-            Ok(()) => {
-                counters.updates.fetch_add(1, Relaxed);
-                tracing::info!(%prefix, revision, backends = set.len(), "etcd discovery published a new backend set");
+    let changes = members::diff(published, &set);
+    if !changes.is_empty() {
+        let mut next = balancer.backends().to_vec();
+        let result = if members::apply(&mut next, &changes) {
+            balancer.update(next).map(|()| true)
+        } else {
+            Ok(false)
+        };
+        match result {
+            Ok(changed) => {
+                *published = set;
+                if changed {
+                    counters.updates.fetch_add(1, Relaxed);
+                    tracing::info!(%prefix, revision, changes = changes.len(), backends = published.len(), "etcd discovery published a change");
+                }
             }
             Err(error) => {
                 counters.failures.fetch_add(1, Relaxed);
-                tracing::warn!(%prefix, revision, %error, "the balancer refused the set from etcd; the last set keeps serving");
+                tracing::warn!(%prefix, revision, %error, "the balancer refused the change from etcd; the last set keeps serving");
             }
         }
     }
