@@ -10,13 +10,14 @@ use ahash::RandomState;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-use crate::backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
+use crate::backend::{AdminState, Backend};
 use crate::clock::{Clock, SystemClock};
 use crate::context::Context;
 use crate::error::{BackendError, PickError, UpdateError};
 use crate::health::{BackendStats, HealthConfig, HealthEvent, HealthState, Registry};
 use crate::live::{flag, Live, LiveRef};
 use crate::pick::Pick;
+use crate::set::BackendSet;
 use crate::strategy::Strategy;
 use crate::view::{Member, View};
 
@@ -98,8 +99,7 @@ impl<S: Strategy> BalancerBuilder<S> {
     ) -> Result<Balancer<S>, UpdateError> {
         let registry = Arc::new(Registry::new(self.health, self.clock));
         let backends: Vec<Backend> = backends.into_iter().collect();
-        validate(&backends)?;
-        let prepared = self.strategy.prepare(&backends)?;
+        let prepared = self.strategy.prepare(&BackendSet::new(&backends)?)?;
         let tracks_total = self.strategy.tracks_total_in_flight();
         let mut lives = HashMap::with_hasher(RandomState::new());
         let (snapshot, events) = build_snapshot(&registry, &mut lives, backends, prepared, 0, true);
@@ -227,8 +227,7 @@ impl<S: Strategy> Balancer<S> {
     /// before it is published; on error the previous set keeps serving, untouched.
     pub fn update(&self, backends: impl IntoIterator<Item = Backend>) -> Result<(), UpdateError> {
         let backends: Vec<Backend> = backends.into_iter().collect();
-        validate(&backends)?;
-        let prepared = self.shared.strategy.prepare(&backends)?;
+        let prepared = self.shared.strategy.prepare(&BackendSet::new(&backends)?)?;
         let mut lives = self.shared.lives.lock();
         let version = self.shared.current.load().version + 1;
         let registry = &self.shared.registry;
@@ -402,55 +401,6 @@ impl<S> fmt::Debug for BalancerBuilder<S> {
             .field("health", &self.health)
             .finish_non_exhaustive()
     }
-}
-
-/// Checks a set as a whole; the first problem found is reported, naming the backend.
-pub fn validate(backends: &[Backend]) -> Result<(), UpdateError> {
-    if backends.is_empty() {
-        return Err(UpdateError::Empty);
-    }
-    let mut seen: HashMap<&str, usize, RandomState> =
-        HashMap::with_capacity_and_hasher(backends.len(), RandomState::new());
-    for (i, b) in backends.iter().enumerate() {
-        let id = b.id_arc();
-        if id.is_empty() {
-            return Err(UpdateError::EmptyId { index: i });
-        }
-        if let Some(first) = seen.insert(b.id(), i) {
-            return Err(UpdateError::Duplicate {
-                id: id.clone(),
-                first,
-                second: i,
-            });
-        }
-        match b.get_weight() {
-            0 => return Err(UpdateError::ZeroWeight { id: id.clone() }),
-            w if w > MAX_WEIGHT => {
-                return Err(UpdateError::WeightTooLarge {
-                    id: id.clone(),
-                    weight: w,
-                })
-            }
-            _ => {}
-        }
-        if usize::from(b.get_tier()) >= MAX_TIERS {
-            return Err(UpdateError::TierTooLarge {
-                id: id.clone(),
-                tier: b.get_tier(),
-            });
-        }
-        match b.get_max_in_flight() {
-            Some(0) => return Err(UpdateError::ZeroMaxInFlight { id: id.clone() }),
-            Some(m) if u64::from(m) > crate::live::IN_FLIGHT_LIMIT => {
-                return Err(UpdateError::MaxInFlightTooLarge {
-                    id: id.clone(),
-                    max_in_flight: m,
-                })
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
 
 /// Builds the members of a validated set, reusing live state by identity. The caller recounts

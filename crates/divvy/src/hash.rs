@@ -37,12 +37,6 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Maps a uniform 64-bit value to `0..n` without division (Lemire's multiply-shift).
-#[inline]
-pub(crate) fn reduce(x: u64, n: usize) -> usize {
-    ((u128::from(x) * n as u128) >> 64) as usize
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,13 +51,5 @@ mod tests {
     #[test]
     fn xxh3_matches_the_reference_for_empty_input() {
         assert_eq!(xxh3(b""), 0x2D06_8005_38D3_94C2);
-    }
-
-    #[test]
-    fn reduce_stays_in_range() {
-        for n in [1usize, 2, 3, 7, 1000] {
-            assert!(reduce(u64::MAX, n) < n);
-            assert_eq!(reduce(0, n), 0);
-        }
     }
 }

@@ -23,17 +23,41 @@
 //!
 //! ## Strategies
 //!
-//! | strategy | what it does | nginx / peer equivalent |
-//! |---|---|---|
-//! | [`RoundRobin`](strategy::RoundRobin) | each backend in turn | — |
-//! | [`WeightedRoundRobin`](strategy::WeightedRoundRobin) | smooth weighted round robin, nginx's exact sequence | default `upstream` |
-//! | [`LeastConnections`](strategy::LeastConnections) | fewest in flight per weight | `least_conn` |
-//! | [`IpHash`](strategy::IpHash) | client address → backend | `ip_hash` |
-//! | [`Ketama`](strategy::Ketama) | consistent hash ring, nginx's point placement | `hash $key consistent` |
-//! | [`Maglev`](strategy::Maglev) | Maglev lookup table, optional bounded loads | Envoy `MAGLEV` |
-//! | [`Random`](strategy::Random) | weighted random | `random` |
-//! | [`PowerOfTwoChoices`](strategy::PowerOfTwoChoices) | best of two random by in-flight or peak-EWMA | `random two least_conn`, linkerd |
-//! | [`Failover`](strategy::Failover) | priority tiers and zones around an inner strategy | `backup`, Envoy priorities |
+//! Each has one canonical name, the one configs use; see [`strategy`] for costs and origins.
+//!
+//! | strategy | name | what it does | nginx / peer equivalent |
+//! |---|---|---|---|
+//! | [`RoundRobin`](strategy::RoundRobin) | `round_robin` | each backend in turn | — |
+//! | [`WeightedRoundRobin`](strategy::WeightedRoundRobin) | `weighted_round_robin` | smooth weighted round robin, nginx's exact sequence | default `upstream` |
+//! | [`LeastConnections`](strategy::LeastConnections) | `least_conn` | fewest in flight per weight | `least_conn` |
+//! | [`IpHash`](strategy::IpHash) | `ip_hash` | client address → backend | `ip_hash` |
+//! | [`Ketama`](strategy::Ketama) | `ketama` | consistent hash ring, nginx's point placement | `hash $key consistent` |
+//! | [`Maglev`](strategy::Maglev) | `maglev` | Maglev lookup table, optional bounded loads | Envoy `MAGLEV` |
+//! | [`Random`](strategy::Random) | `random` | weighted random | `random` |
+//! | [`PowerOfTwoChoices`](strategy::PowerOfTwoChoices) | `p2c`, `p2c_ewma` | best of two random by in-flight or peak-EWMA | `random two least_conn`, linkerd |
+//! | [`Failover`](strategy::Failover) | `failover=priority\|zone` | priority tiers and zones around an inner strategy | `backup`, Envoy priorities |
+//!
+//! ## Choosing a strategy from a string
+//!
+//! A config names the strategy; [`StrategySpec`](strategy::StrategySpec) parses the name and its
+//! parameters and builds a [`BoxStrategy`](strategy::BoxStrategy), a strategy like any other:
+//!
+//! ```
+//! use divvy::{Backend, Balancer, Context, Strategy};
+//! use divvy::strategy::StrategySpec;
+//!
+//! let spec: StrategySpec = "least_conn failover=priority".parse()?;
+//! let lb = Balancer::new(
+//!     spec.build(),
+//!     [Backend::new("10.0.0.1:80"), Backend::new("10.0.0.2:80").backup()],
+//! )?;
+//! assert_eq!(lb.strategy().name(), "failover");
+//! assert_eq!(lb.pick(&Context::new())?.id(), "10.0.0.1:80"); // the backup waits
+//!
+//! let err = "fastest".parse::<StrategySpec>().unwrap_err();
+//! assert!(err.to_string().starts_with("unknown strategy `fastest` (expected one of: round_robin,"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ## Health
 //!
@@ -61,11 +85,12 @@ pub mod health;
 #[allow(unsafe_code)]
 mod live;
 mod pick;
+mod set;
 pub mod strategy;
 mod view;
 
 pub use backend::{AdminState, Backend, MAX_TIERS, MAX_WEIGHT};
-pub use balancer::{validate, Balancer, BalancerBuilder, Picker};
+pub use balancer::{Balancer, BalancerBuilder, Picker};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use context::Context;
 pub use error::{BackendError, PickError, UpdateError};
@@ -73,5 +98,6 @@ pub use health::{
     BackendStats, Cause, HealthConfig, HealthConfigBuilder, HealthEvent, HealthState,
 };
 pub use pick::{BackendRef, Outcome, Pick};
+pub use set::{validate, BackendSet};
 pub use strategy::Strategy;
 pub use view::View;

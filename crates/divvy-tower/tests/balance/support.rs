@@ -14,7 +14,9 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use divvy::{Backend, BackendStats, Balancer, Context, HealthConfig, Strategy, UpdateError, View};
+use divvy::{
+    Backend, BackendSet, BackendStats, Balancer, Context, HealthConfig, Strategy, UpdateError, View,
+};
 use http_body_util::channel::{Channel, Sender};
 use http_body_util::{Either, Full};
 use parking_lot::Mutex;
@@ -46,7 +48,7 @@ impl Strategy for FirstAvailable {
         "first-available"
     }
 
-    fn prepare(&self, _: &[Backend]) -> Result<(), UpdateError> {
+    fn prepare(&self, _: &BackendSet<'_>) -> Result<(), UpdateError> {
         Ok(())
     }
 
@@ -68,7 +70,7 @@ impl Strategy for ByContext {
         "by-context"
     }
 
-    fn prepare(&self, _: &[Backend]) -> Result<(), UpdateError> {
+    fn prepare(&self, _: &BackendSet<'_>) -> Result<(), UpdateError> {
         Ok(())
     }
 

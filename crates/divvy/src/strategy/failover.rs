@@ -6,6 +6,8 @@ use std::sync::Arc;
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
+use crate::set::BackendSet;
+use crate::strategy::support::check_count;
 use crate::strategy::Strategy;
 use crate::view::View;
 
@@ -109,7 +111,8 @@ impl<S: Strategy> Failover<S> {
     ) -> Result<Group<S::Prepared>, UpdateError> {
         let members: Vec<Backend> = map.iter().map(|&i| backends[i as usize].clone()).collect();
         Ok(Group {
-            prepared: self.inner.prepare(&members)?,
+            // A non-empty part of a validated set is itself valid.
+            prepared: self.inner.prepare(&BackendSet::part_of_valid(&members))?,
             map: map.into_boxed_slice(),
         })
     }
@@ -177,6 +180,9 @@ struct Group<P> {
     prepared: P,
 }
 
+// A wrapper answers for its inner strategy: a default method left in place here would drop
+// what the inner one declares (bounded loads need the total in flight).
+#[deny(clippy::missing_trait_methods)]
 impl<S: Strategy> Strategy for Failover<S> {
     type Prepared = Tiers<S::Prepared>;
 
@@ -184,7 +190,7 @@ impl<S: Strategy> Strategy for Failover<S> {
         "failover"
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<Self::Prepared, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Self::Prepared, UpdateError> {
         if self.inner.name() == self.name() {
             return Err(UpdateError::Strategy {
                 strategy: self.name(),
@@ -192,16 +198,7 @@ impl<S: Strategy> Strategy for Failover<S> {
                     .into(),
             });
         }
-        if u32::try_from(backends.len()).is_err() {
-            return Err(UpdateError::Strategy {
-                strategy: self.name(),
-                reason: format!(
-                    "{} backends exceed the limit of {}",
-                    backends.len(),
-                    u32::MAX
-                ),
-            });
-        }
+        check_count(self.name(), backends, u32::MAX as usize)?;
         let mut by_tier: BTreeMap<u8, Vec<u32>> = BTreeMap::new();
         for (i, b) in backends.iter().enumerate() {
             by_tier.entry(b.get_tier()).or_default().push(i as u32);
@@ -287,7 +284,7 @@ mod tests {
     use crate::clock::ManualClock;
     use crate::error::PickError;
     use crate::health::HealthConfig;
-    use crate::strategy::random::tests::{
+    use crate::strategy::test_util::{
         assert_binomial, condition, count_picks, health, shares, Condition,
     };
     use crate::strategy::{Random, RoundRobin};

@@ -4,15 +4,15 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::hash::{mix64, reduce, xxh3};
-use crate::strategy::weighted::{checked_weights, Indices};
+use crate::hash::{mix64, xxh3};
+use crate::set::BackendSet;
+use crate::strategy::support::{checked_weights, reduce, Indices, GAMMA};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
-const NAME: &str = "ip-hash";
+const NAME: &str = "ip_hash";
 
 /// nginx's hash runs modulo this prime, so it only ever takes `MODULUS` values: the strategy
 /// tabulates the backend for each of them.
@@ -21,9 +21,6 @@ const MODULUS: u32 = 6271;
 /// nginx gives up hashing after this many unusable peers (`if (++iphp->tries > 20)`), so at
 /// most 21 addresses in the chain are tried.
 const MAX_TRIES: u32 = 20;
-
-/// The SplitMix64 increment, to step a 64-bit hash to the next in its chain.
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// nginx's `ip_hash`: the client address chooses the backend, so a client keeps its backend for
 /// as long as that backend is available, with nginx's exact arithmetic.
@@ -189,7 +186,7 @@ impl Strategy for IpHash {
         NAME
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<Placement, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Placement, UpdateError> {
         let weights = checked_weights(NAME, backends)?;
         Ok(Placement::new(&weights, !self.full))
     }
@@ -273,7 +270,7 @@ fn hash_chain(p: &Placement, mut h: u64, view: &View<'_>) -> Option<usize> {
         if view.is_available(i) {
             return Some(i);
         }
-        h = mix64(h.wrapping_add(GOLDEN));
+        h = mix64(h.wrapping_add(GAMMA));
         i = p.place(h);
     }
     if view.is_available(i) {
@@ -285,22 +282,12 @@ fn hash_chain(p: &Placement, mut h: u64, view: &View<'_>) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
+    use crate::strategy::test_util::{index, set};
     use crate::strategy::Strategy;
-    use crate::{AdminState, Balancer, Pick};
+    use crate::{AdminState, Balancer};
     use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    fn set(weights: &[u32]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Backend::new(format!("b{i}")).weight(w))
-            .collect()
-    }
-
-    fn index(pick: &Pick) -> usize {
-        pick.id()[1..].parse().unwrap()
-    }
 
     fn pick_for<S: Strategy>(lb: &Balancer<S>, ip: IpAddr) -> Option<usize> {
         lb.pick(&Context::new().client_ip(ip))
@@ -609,13 +596,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn a_zero_weight_given_directly_to_prepare_is_an_error() {
-        assert!(matches!(
-            IpHash::new().prepare(&[Backend::new("a"), Backend::new("z").weight(0)]),
-            Err(UpdateError::Strategy { strategy: NAME, .. })
-        ));
     }
 }

@@ -7,6 +7,7 @@ use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
 use crate::hash::crc32;
+use crate::set::BackendSet;
 use crate::strategy::bounded::{scan_with_room, LoadFactor, Room};
 use crate::strategy::Strategy;
 use crate::view::View;
@@ -315,10 +316,7 @@ impl Strategy for Ketama {
         NAME
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<Ring, UpdateError> {
-        // The balancer validated the set; prepared directly, an unchecked set (empty, a zero
-        // weight) must be an error rather than a panic.
-        crate::validate(backends)?;
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Ring, UpdateError> {
         let bound = self.bound.map(|c| LoadFactor::new(NAME, c)).transpose()?;
         if !(1..=NGINX_POINTS_PER_WEIGHT).contains(&self.points) {
             return Err(UpdateError::Strategy {
@@ -375,6 +373,7 @@ impl Strategy for Ketama {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::test_util::valid;
     use crate::{AdminState, Balancer, PickError};
     use proptest::prelude::{any, prop, prop_assert_eq, proptest, Just, ProptestConfig};
     use proptest::strategy::Strategy as _;
@@ -452,7 +451,7 @@ mod tests {
             .iter()
             .map(|&(id, w)| Backend::new(id).weight(w))
             .collect();
-        Ketama::new().prepare(&backends).unwrap()
+        Ketama::new().prepare(&valid(&backends)).unwrap()
     }
 
     fn ring_points(r: &Ring) -> Vec<(u32, usize)> {
@@ -724,21 +723,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unchecked_set_prepared_directly_is_an_error_not_a_panic() {
-        assert_eq!(Ketama::new().prepare(&[]).unwrap_err(), UpdateError::Empty);
-        let zero = [Backend::new("a:1").weight(0)];
-        assert!(matches!(
-            Ketama::new().prepare(&zero),
-            Err(UpdateError::ZeroWeight { .. })
-        ));
-    }
-
-    #[test]
     fn rings_above_the_point_limit_are_rejected_naming_the_weights() {
         let backends: Vec<Backend> = (0..11)
             .map(|i| Backend::new(format!("10.0.0.{i}:80")).weight(crate::MAX_WEIGHT))
             .collect();
-        match Ketama::new().prepare(&backends) {
+        match Ketama::new().prepare(&valid(&backends)) {
             Err(UpdateError::Strategy { strategy, reason }) => {
                 assert_eq!(strategy, "ketama");
                 assert!(reason.contains("weights sum to 110000"), "{reason}");

@@ -3,14 +3,14 @@
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::strategy::weighted::checked_weights;
+use crate::set::BackendSet;
+use crate::strategy::support::checked_weights;
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
-const NAME: &str = "least-connections";
+const NAME: &str = "least_conn";
 
 /// nginx's `least_conn`: the available backend with the fewest requests in flight per unit of
 /// weight; among several tied at that minimum, smooth weighted round robin over the tied ones.
@@ -90,7 +90,7 @@ impl Strategy for LeastConnections {
         NAME
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<CurrentWeights, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<CurrentWeights, UpdateError> {
         checked_weights(NAME, backends)?;
         Ok(CurrentWeights {
             current: backends.iter().map(|_| AtomicI64::new(0)).collect(),
@@ -178,22 +178,11 @@ fn tie_weight(view: &View<'_>, i: usize) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::Backend;
+    use crate::strategy::test_util::{index, set};
     use crate::strategy::weighted::tests::nginx_sequence;
-    use crate::strategy::Strategy;
     use crate::{AdminState, Balancer, Pick};
     use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
-
-    fn set(weights: &[u32]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Backend::new(format!("b{i}")).weight(w))
-            .collect()
-    }
-
-    fn index(pick: &Pick) -> usize {
-        pick.id()[1..].parse().unwrap()
-    }
 
     /// Holds `count` requests in flight to backend `i`, pinned with a sticky target.
     fn hold(lb: &Balancer<LeastConnections>, i: usize, count: usize) -> Vec<Pick> {
@@ -361,13 +350,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn a_zero_weight_given_directly_to_prepare_is_an_error() {
-        assert!(matches!(
-            LeastConnections::new().prepare(&[Backend::new("z").weight(0)]),
-            Err(UpdateError::Strategy { strategy: NAME, .. })
-        ));
     }
 }

@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::hash::{mix64, reduce, xxh3, xxh3_seeded};
+use crate::hash::{mix64, xxh3, xxh3_seeded};
+use crate::set::BackendSet;
 use crate::strategy::bounded::{scan_with_room, LoadFactor, Room};
+use crate::strategy::support::{reduce, GAMMA};
 use crate::strategy::Strategy;
 use crate::view::View;
 
@@ -23,9 +25,6 @@ const SKIP_SEED: u64 = 0x6d61_676c_6576_2d32; // "maglev-2"
 
 /// How many further slots a pick tries, after the key's own, before scanning the backends.
 const REHASHES: u64 = 8;
-
-/// SplitMix64's increment: the rehash sequence is the SplitMix64 stream seeded with the key's hash.
-const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Consistent hashing with a Maglev lookup table: every key maps to one of `M` slots and each slot
 /// names a backend. Compared with a ring, a pick is one hash and one table read whatever the number
@@ -386,10 +385,7 @@ impl Strategy for Maglev {
         NAME
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<Table, UpdateError> {
-        // The balancer validated the set; prepared directly, an unchecked set (empty, a zero
-        // weight) must be an error rather than a panic.
-        crate::validate(backends)?;
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Table, UpdateError> {
         let bound = self.bound.map(|c| LoadFactor::new(NAME, c)).transpose()?;
         let m = self.table_size_for(backends.len())?;
         let perms: Vec<Permutation> = backends
@@ -457,6 +453,7 @@ impl Strategy for Maglev {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::strategy::test_util::valid;
     use crate::{AdminState, Balancer};
     use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest, ProptestConfig};
     use std::collections::HashMap;
@@ -468,7 +465,10 @@ mod tests {
     }
 
     fn table(m: u32, set: &[Backend]) -> Table {
-        Maglev::with_table_size(m).unwrap().prepare(set).unwrap()
+        Maglev::with_table_size(m)
+            .unwrap()
+            .prepare(&valid(set))
+            .unwrap()
     }
 
     fn pick_id<S: Strategy>(lb: &Balancer<S>, key: &[u8]) -> String {
@@ -567,30 +567,28 @@ mod tests {
 
     #[test]
     fn a_table_smaller_than_the_set_is_rejected() {
-        let reason = strategy_error(Maglev::with_table_size(7).unwrap().prepare(&backends(8)));
+        let reason = strategy_error(
+            Maglev::with_table_size(7)
+                .unwrap()
+                .prepare(&valid(&backends(8))),
+        );
         assert!(
             reason.contains("table_size 7") && reason.contains("8 backends"),
             "{reason}"
         );
         assert!(Maglev::with_table_size(7)
             .unwrap()
-            .prepare(&backends(7))
+            .prepare(&valid(&backends(7)))
             .is_ok());
     }
 
     #[test]
-    fn an_unchecked_set_prepared_directly_is_an_error_not_a_panic() {
-        assert_eq!(Maglev::new().prepare(&[]).unwrap_err(), UpdateError::Empty);
-        let zero = [Backend::new("a").weight(0), Backend::new("b").weight(3)];
-        assert!(matches!(
-            Maglev::new().prepare(&zero),
-            Err(UpdateError::ZeroWeight { .. })
-        ));
-    }
-
-    #[test]
     fn a_load_factor_below_one_is_rejected_at_prepare() {
-        let reason = strategy_error(Maglev::new().bounded_load(0.5).prepare(&backends(3)));
+        let reason = strategy_error(
+            Maglev::new()
+                .bounded_load(0.5)
+                .prepare(&valid(&backends(3))),
+        );
         assert!(reason.contains("bounded_load"), "{reason}");
     }
 

@@ -4,11 +4,10 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::time::Duration;
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::hash::reduce;
-use crate::strategy::random::{split, Stream};
+use crate::set::BackendSet;
+use crate::strategy::support::{reduce, split, Stream};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
@@ -215,13 +214,13 @@ impl Strategy for PowerOfTwoChoices {
 
     fn name(&self) -> &'static str {
         if self.peak_ewma {
-            "p2c-peak-ewma"
+            "p2c_ewma"
         } else {
             "p2c"
         }
     }
 
-    fn prepare(&self, _backends: &[Backend]) -> Result<(), UpdateError> {
+    fn prepare(&self, _backends: &BackendSet<'_>) -> Result<(), UpdateError> {
         Ok(())
     }
 
@@ -250,18 +249,10 @@ mod tests {
 
     use super::*;
     use crate::backend::AdminState;
+    use crate::backend::Backend;
     use crate::balancer::Balancer;
-    use crate::error::PickError;
     use crate::pick::{Outcome, Pick};
-    use crate::strategy::random::tests::{assert_binomial, condition, count_picks, health};
-
-    fn weighted(weights: &[u32]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Backend::new(format!("b{i}")).weight(w))
-            .collect()
-    }
+    use crate::strategy::test_util::{assert_binomial, count_picks, set};
 
     fn hold<S: Strategy>(lb: &Balancer<S>, id: &str, n: usize) -> Vec<Pick> {
         let key = Backend::new(id).key();
@@ -280,42 +271,13 @@ mod tests {
         }
 
         #[test]
-        fn a_p2c_pick_is_never_an_unavailable_backend(
-            conditions in prop::collection::vec(condition(), 1..12),
-            seed in any::<u64>(),
-            peak_ewma in any::<bool>(),
-        ) {
-            let backends = weighted(&vec![1; conditions.len()]);
-            let strategy = if peak_ewma { PowerOfTwoChoices::peak_ewma() } else { PowerOfTwoChoices::new() };
-            let mut builder = Balancer::builder(strategy.seed(seed));
-            builder.health(health(0));
-            let lb = builder.build(backends.clone()).unwrap();
-            let excluded: Vec<u64> = conditions
-                .iter()
-                .zip(&backends)
-                .filter_map(|(c, b)| c.apply(&lb, b))
-                .collect();
-            let ctx = Context::new().exclude(&excluded);
-            let any = conditions.iter().any(|c| c.available());
-            for _ in 0..20 {
-                match lb.pick(&ctx) {
-                    Ok(p) => {
-                        let i = backends.iter().position(|b| b.id() == p.id()).unwrap();
-                        prop_assert!(conditions[i].available(), "picked {:?}", conditions[i]);
-                    }
-                    Err(PickError::NoneAvailable { .. }) => prop_assert!(!any),
-                }
-            }
-        }
-
-        #[test]
         fn the_uniquely_most_loaded_backend_is_never_picked(
             loads in prop::collection::vec(0usize..6, 2..8),
             seed in any::<u64>(),
         ) {
             let max = *loads.iter().max().unwrap();
             let busiest: Vec<usize> = (0..loads.len()).filter(|&i| loads[i] == max).collect();
-            let backends = weighted(&vec![1; loads.len()]);
+            let backends = set(&vec![1; loads.len()]);
             let lb = Balancer::new(PowerOfTwoChoices::from_seed(seed), backends).unwrap();
             let _held: Vec<Vec<Pick>> = loads
                 .iter()
@@ -333,7 +295,7 @@ mod tests {
 
     #[test]
     fn of_two_backends_the_one_with_fewer_in_flight_wins() {
-        let lb = Balancer::new(PowerOfTwoChoices::from_seed(1), weighted(&[1, 1])).unwrap();
+        let lb = Balancer::new(PowerOfTwoChoices::from_seed(1), set(&[1, 1])).unwrap();
         let _held = hold(&lb, "b0", 2);
         for _ in 0..100 {
             let p = lb.pick(&Context::new()).unwrap();
@@ -344,7 +306,7 @@ mod tests {
     #[test]
     fn in_flight_is_compared_per_unit_of_weight() {
         // b0: 3 in flight over weight 4 = 0.75; b1: 1 over weight 1 = 1.0. b0 is less loaded.
-        let lb = Balancer::new(PowerOfTwoChoices::from_seed(2), weighted(&[4, 1])).unwrap();
+        let lb = Balancer::new(PowerOfTwoChoices::from_seed(2), set(&[4, 1])).unwrap();
         let _a = hold(&lb, "b0", 3);
         let _b = hold(&lb, "b1", 1);
         for _ in 0..100 {
@@ -354,7 +316,7 @@ mod tests {
 
     #[test]
     fn an_unavailable_candidate_yields_to_the_other() {
-        let lb = Balancer::new(PowerOfTwoChoices::from_seed(3), weighted(&[1, 1])).unwrap();
+        let lb = Balancer::new(PowerOfTwoChoices::from_seed(3), set(&[1, 1])).unwrap();
         // b1 is less loaded but down.
         let _held = hold(&lb, "b0", 5);
         lb.set_admin_state("b1", Some(AdminState::Down)).unwrap();
@@ -377,7 +339,7 @@ mod tests {
                     .sum()
             })
             .collect();
-        let lb = Balancer::new(PowerOfTwoChoices::from_seed(4), weighted(&[1, 2, 5, 8])).unwrap();
+        let lb = Balancer::new(PowerOfTwoChoices::from_seed(4), set(&[1, 2, 5, 8])).unwrap();
         let counts = count_picks(&lb, &Context::new(), 60_000);
         assert_binomial(&counts, &probs);
     }
@@ -387,7 +349,7 @@ mod tests {
         // b0 carries one request, the others none, so b0 wins no pair: each of the other three
         // wins the pairs it is in with b0 (1/3 each) and half of its pairs among the other two
         // (1/2 × 2 × 1/6): 1/6 + 1/6 = 1/3 each.
-        let lb = Balancer::new(PowerOfTwoChoices::from_seed(5), weighted(&[1; 4])).unwrap();
+        let lb = Balancer::new(PowerOfTwoChoices::from_seed(5), set(&[1; 4])).unwrap();
         let _held = hold(&lb, "b0", 1);
         let counts = count_picks(&lb, &Context::new(), 30_000);
         assert_binomial(&counts, &[0.0, 1.0 / 3.0, 1.0 / 3.0, 1.0 / 3.0]);
@@ -395,7 +357,7 @@ mod tests {
 
     #[test]
     fn peak_ewma_prefers_the_faster_backend() {
-        let lb = Balancer::new(PowerOfTwoChoices::peak_ewma().seed(6), weighted(&[1, 1])).unwrap();
+        let lb = Balancer::new(PowerOfTwoChoices::peak_ewma().seed(6), set(&[1, 1])).unwrap();
         let fast = lb
             .pick(&Context::new().sticky(Backend::new("b0").key()))
             .unwrap();
@@ -420,7 +382,7 @@ mod tests {
                 .seed(7)
                 .default_rtt(Duration::from_millis(default_ms));
             assert_eq!(p2c.get_default_rtt(), Duration::from_millis(default_ms));
-            let lb = Balancer::new(p2c, weighted(&[1, 1])).unwrap();
+            let lb = Balancer::new(p2c, set(&[1, 1])).unwrap();
             // b1 has a 40 ms sample; b0 has none.
             let p = lb
                 .pick(&Context::new().sticky(Backend::new("b1").key()))
@@ -450,8 +412,7 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_picks() {
         let run = |seed| {
-            let lb =
-                Balancer::new(PowerOfTwoChoices::from_seed(seed), weighted(&[1, 2, 3, 4])).unwrap();
+            let lb = Balancer::new(PowerOfTwoChoices::from_seed(seed), set(&[1, 2, 3, 4])).unwrap();
             (0..200)
                 .map(|_| lb.pick(&Context::new()).unwrap().id().to_owned())
                 .collect::<Vec<_>>()
@@ -462,7 +423,7 @@ mod tests {
 
     #[test]
     fn a_single_backend_is_picked_while_available() {
-        let lb = Balancer::new(PowerOfTwoChoices::new(), weighted(&[1])).unwrap();
+        let lb = Balancer::new(PowerOfTwoChoices::new(), set(&[1])).unwrap();
         assert_eq!(lb.pick(&Context::new()).unwrap().id(), "b0");
         lb.set_admin_state("b0", Some(AdminState::Down)).unwrap();
         assert!(lb.pick(&Context::new()).is_err());

@@ -2,9 +2,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
+use crate::set::BackendSet;
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
@@ -31,10 +31,10 @@ impl Strategy for RoundRobin {
     type Prepared = Cursor;
 
     fn name(&self) -> &'static str {
-        "round-robin"
+        "round_robin"
     }
 
-    fn prepare(&self, _backends: &[Backend]) -> Result<Cursor, UpdateError> {
+    fn prepare(&self, _backends: &BackendSet<'_>) -> Result<Cursor, UpdateError> {
         Ok(Cursor::default())
     }
 
@@ -61,6 +61,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::backend::Backend;
     use crate::{AdminState, Balancer};
 
     fn ids(n: usize) -> Vec<String> {

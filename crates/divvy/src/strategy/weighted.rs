@@ -10,27 +10,20 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::backend::Backend;
 use crate::context::Context;
 use crate::error::UpdateError;
-use crate::hash::{mix64, reduce};
+use crate::hash::mix64;
+use crate::set::BackendSet;
+use crate::strategy::support::{checked_weights, reduce, FastMod, Indices, GAMMA, SCHEDULE_LIMIT};
 use crate::strategy::{scan_from, Strategy};
 use crate::view::View;
 
-const NAME: &str = "weighted-round-robin";
+const NAME: &str = "weighted_round_robin";
 
 /// How many pseudo-random schedule positions a pick tries after its scheduled backend turned out
 /// unavailable, before it scans. With half the weight unavailable, a scan is needed once in 256
 /// such picks.
 const PROBES: u32 = 8;
-
-/// The SplitMix64 increment: consecutive probe states are `GOLDEN` apart, so each probe's
-/// `mix64` output is an independent-looking 64-bit value.
-const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
-
-/// The largest schedule length accepted; keeps every schedule position and the divisor of the
-/// remainder below 2³².
-const SCHEDULE_LIMIT: usize = 1 << 31;
 
 /// nginx's smooth weighted round robin: for the same weights, the same sequence of backends as an
 /// nginx `upstream` block without a balancing directive (weights 5, 1, 1 → `a a b a c a a`).
@@ -172,7 +165,7 @@ impl Strategy for WeightedRoundRobin {
         NAME
     }
 
-    fn prepare(&self, backends: &[Backend]) -> Result<Schedule, UpdateError> {
+    fn prepare(&self, backends: &BackendSet<'_>) -> Result<Schedule, UpdateError> {
         let weights = checked_weights(NAME, backends)?;
         let (weights, exact) = fit_weights(&weights, self.max_schedule_len);
         let order = smooth_cycle(&weights);
@@ -201,7 +194,7 @@ impl Strategy for WeightedRoundRobin {
         // drops the peer from the weighted sum), without touching the shared cursor.
         let mut state = c;
         for _ in 0..PROBES {
-            state = state.wrapping_add(GOLDEN);
+            state = state.wrapping_add(GAMMA);
             let h = mix64(state);
             let i = s.order.get(reduce(h, s.order.len()));
             if view.is_available(i) && slow_start_admits(view, i, || h as u32) {
@@ -221,36 +214,6 @@ fn slow_start_admits(view: &View<'_>, i: usize, coin: impl FnOnce() -> u32) -> b
     // The unrounded factor, so that a backend of weight 1 ramps too.
     let factor = view.slow_start_factor(i);
     factor >= 1.0 || f64::from(coin()) < factor * 4_294_967_296.0
-}
-
-/// The weights of `backends`, rejecting what would make a schedule meaningless. The balancer
-/// validates sets before preparing them; this guards direct callers of `prepare`.
-pub(crate) fn checked_weights(
-    strategy: &'static str,
-    backends: &[Backend],
-) -> Result<Vec<u32>, UpdateError> {
-    if backends.is_empty() {
-        return Err(UpdateError::Empty);
-    }
-    if backends.len() > SCHEDULE_LIMIT {
-        return Err(UpdateError::Strategy {
-            strategy,
-            reason: format!(
-                "{} backends exceed the limit of {SCHEDULE_LIMIT}",
-                backends.len()
-            ),
-        });
-    }
-    backends
-        .iter()
-        .map(|b| match b.get_weight() {
-            0 => Err(UpdateError::Strategy {
-                strategy,
-                reason: format!("backend `{}` has weight 0", b.id()),
-            }),
-            w => Ok(w),
-        })
-        .collect()
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -469,77 +432,12 @@ impl Tournament {
     }
 }
 
-// === helpers shared with other strategies ===
-
-/// Backend indices in the narrowest type that holds them: a schedule or lookup table of 2-byte
-/// entries fits twice as much in cache.
-pub(crate) enum Indices {
-    Narrow(Box<[u16]>),
-    Wide(Box<[u32]>),
-}
-
-impl Indices {
-    /// `entries` are indices below `backends`.
-    pub(crate) fn new(entries: Vec<u32>, backends: usize) -> Self {
-        if backends <= 1 << 16 {
-            Indices::Narrow(entries.iter().map(|&i| i as u16).collect())
-        } else {
-            Indices::Wide(entries.into_boxed_slice())
-        }
-    }
-
-    #[inline]
-    pub(crate) fn get(&self, pos: usize) -> usize {
-        match self {
-            Indices::Narrow(v) => usize::from(v[pos]),
-            Indices::Wide(v) => v[pos] as usize,
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Indices::Narrow(v) => v.len(),
-            Indices::Wide(v) => v.len(),
-        }
-    }
-}
-
-/// `c mod d` for any 64-bit `c` and `1 ≤ d < 2³²`, without a division instruction (Lemire, Kaser
-/// and Kurz, "Faster remainder by direct computation", 2019): with `M = ⌈2¹²⁸ / d⌉`, the
-/// remainder is the top of `(M · c mod 2¹²⁸) · d`, exact because 128 ≥ 64 + 32 bits.
-///
-/// Measured on the 2-core development VM, single thread, per pick including the atomic add:
-/// `fetch_add` alone ≈ 7 ns, with this remainder ≈ 7.2–8.5 ns, with `%` ≈ 7.5–11 ns, and a
-/// compare-exchange loop that wraps the counter in `[0, len)` ≈ 8.7–10 ns (and it retries under
-/// contention, where `fetch_add` never does).
-struct FastMod {
-    magic: u128,
-    d: u64,
-}
-
-impl FastMod {
-    fn new(d: u64) -> Self {
-        debug_assert!((1..1 << 32).contains(&d));
-        // For d = 1 the magic wraps to 0, which correctly yields remainder 0.
-        FastMod {
-            magic: (u128::MAX / u128::from(d)).wrapping_add(1),
-            d,
-        }
-    }
-
-    #[inline]
-    fn rem(&self, c: u64) -> u64 {
-        let low = self.magic.wrapping_mul(u128::from(c));
-        let d = u128::from(self.d);
-        let lo = u128::from(low as u64) * d;
-        let hi = (low >> 64) * d + (lo >> 64);
-        (hi >> 64) as u64
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::backend::Backend;
+    use crate::strategy::test_util::valid;
+    use crate::strategy::test_util::{index, set};
     use crate::strategy::Strategy;
     use crate::{AdminState, Balancer, HealthConfig, ManualClock};
     use proptest::prelude::{any, prop, prop_assert, prop_assert_eq, proptest};
@@ -566,18 +464,6 @@ pub(crate) mod tests {
             .collect()
     }
 
-    fn set(weights: &[u32]) -> Vec<Backend> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Backend::new(format!("b{i}")).weight(w))
-            .collect()
-    }
-
-    fn index(pick: &crate::Pick) -> usize {
-        pick.id()[1..].parse().unwrap()
-    }
-
     fn picks<S: Strategy>(lb: &Balancer<S>, n: usize) -> Vec<usize> {
         (0..n)
             .map(|_| index(&lb.pick(&Context::new()).unwrap()))
@@ -585,7 +471,9 @@ pub(crate) mod tests {
     }
 
     fn schedule(weights: &[u32]) -> Schedule {
-        WeightedRoundRobin::new().prepare(&set(weights)).unwrap()
+        WeightedRoundRobin::new()
+            .prepare(&valid(&set(weights)))
+            .unwrap()
     }
 
     fn period(s: &Schedule) -> Vec<usize> {
@@ -642,11 +530,11 @@ pub(crate) mod tests {
     #[test]
     fn a_period_longer_than_the_cap_is_scaled_and_marked_inexact() {
         let strategy = WeightedRoundRobin::new().max_schedule_len(10);
-        let s = strategy.prepare(&set(&[50, 30, 7])).unwrap();
+        let s = strategy.prepare(&valid(&set(&[50, 30, 7]))).unwrap();
         assert!(!s.is_nginx_exact());
         // 87 > 10: each weight becomes ⌊w · 10 / 87⌋, at least 1: 5, 3, 1.
         assert_eq!(period(&s), nginx_sequence(&[5, 3, 1], 9));
-        let exact = strategy.prepare(&set(&[40, 20, 10])).unwrap();
+        let exact = strategy.prepare(&valid(&set(&[40, 20, 10]))).unwrap();
         assert!(exact.is_nginx_exact()); // gcd 10 brings the period to 7
         assert_eq!(exact.cycle_len(), 7);
     }
@@ -655,7 +543,7 @@ pub(crate) mod tests {
     fn a_cap_below_the_backend_count_gives_each_backend_one_entry() {
         let s = WeightedRoundRobin::new()
             .max_schedule_len(0)
-            .prepare(&set(&[5, 1, 2]))
+            .prepare(&valid(&set(&[5, 1, 2])))
             .unwrap();
         assert_eq!(period(&s), vec![0, 1, 2]);
     }
@@ -708,34 +596,6 @@ pub(crate) mod tests {
         clock.advance(Duration::from_secs(10));
         let seq = picks(&lb, 20);
         assert_eq!(seq.iter().filter(|&&i| i == 1).count(), 10);
-    }
-
-    #[test]
-    fn a_zero_weight_given_directly_to_prepare_is_an_error_naming_the_backend() {
-        let err = WeightedRoundRobin::new()
-            .prepare(&[Backend::new("a"), Backend::new("z").weight(0)])
-            .unwrap_err();
-        assert_eq!(
-            err,
-            UpdateError::Strategy {
-                strategy: NAME,
-                reason: "backend `z` has weight 0".into()
-            }
-        );
-        assert_eq!(
-            WeightedRoundRobin::new().prepare(&[]).unwrap_err(),
-            UpdateError::Empty
-        );
-    }
-
-    #[test]
-    fn the_remainder_without_division_handles_the_extremes() {
-        for d in [1u64, 2, 3, 7, 1 << 22, (1 << 32) - 1] {
-            let m = FastMod::new(d);
-            for c in [0, 1, d - 1, d, d + 1, u64::MAX - 1, u64::MAX] {
-                assert_eq!(m.rem(c), c % d, "{c} mod {d}");
-            }
-        }
     }
 
     proptest! {
@@ -799,11 +659,6 @@ pub(crate) mod tests {
                     Err(_) => prop_assert!(!any_up),
                 }
             }
-        }
-
-        #[test]
-        fn the_remainder_without_division_is_exact(c in any::<u64>(), d in 1u64..(1 << 32)) {
-            prop_assert_eq!(FastMod::new(d).rem(c), c % d);
         }
     }
 }
