@@ -579,8 +579,11 @@ mod tests {
             Backend::new("127.0.0.1:18081").weight(2),
             Backend::new("b:1"),
         ];
-        let full = Ketama::new().prepare(&set).unwrap();
-        let few = Ketama::new().points_per_weight(16).prepare(&set).unwrap();
+        let full = Ketama::new().prepare(&valid(&set)).unwrap();
+        let few = Ketama::new()
+            .points_per_weight(16)
+            .prepare(&valid(&set))
+            .unwrap();
         assert_eq!(Ketama::new().get_points_per_weight(), 160);
         assert_eq!(few.hashes.len(), 48);
         let full_points = ring_points(&full);
@@ -590,7 +593,7 @@ mod tests {
         for p in [0, 161] {
             let err = Ketama::new()
                 .points_per_weight(p)
-                .prepare(&set)
+                .prepare(&valid(&set))
                 .unwrap_err();
             assert!(
                 matches!(&err, UpdateError::Strategy { reason, .. } if reason.contains(&format!("points_per_weight {p}"))),
@@ -601,8 +604,11 @@ mod tests {
         let big: Vec<Backend> = (0..20)
             .map(|i| Backend::new(format!("h{i}")).weight(10_000))
             .collect();
-        assert!(Ketama::new().prepare(&big).is_err());
-        assert!(Ketama::new().points_per_weight(16).prepare(&big).is_ok());
+        assert!(Ketama::new().prepare(&valid(&big)).is_err());
+        assert!(Ketama::new()
+            .points_per_weight(16)
+            .prepare(&valid(&big))
+            .is_ok());
     }
 
     /// Each backend's exact share of the 2³² hash space: a point owns the arc after the previous
@@ -664,13 +670,13 @@ mod tests {
                 .map(|i| Backend::new(format!("10.0.{}.{}:80", i / 256, i % 256)))
                 .collect();
             let ketama = Ketama::new().points_per_weight(per_weight);
-            let before = ketama.prepare(&set).unwrap();
+            let before = ketama.prepare(&valid(&set)).unwrap();
             let share = shares(&before, n);
             let skew = share.iter().fold(0.0, |m: f64, &s| m.max(s)) * n as f64;
             let removed = n / 2;
             let mut rest = set.clone();
             rest.remove(removed);
-            let after = ketama.prepare(&rest).unwrap();
+            let after = ketama.prepare(&valid(&rest)).unwrap();
             let moved = moved(&before, &set, &after, &rest);
             println!(
                 "ketama n={n:>6} points/weight={per_weight:>3}: skew {skew:.4}, one removal moves \

@@ -628,7 +628,7 @@ mod tests {
     #[test]
     fn more_than_65537_backends_are_served_by_a_grown_table() {
         let set = backends(70_000);
-        let t = Maglev::new().prepare(&set).unwrap();
+        let t = Maglev::new().prepare(&valid(&set)).unwrap();
         assert_eq!(t.size, 8_388_593);
         assert!(matches!(t.slots, Slots::Wide(_)));
         let counts = t.counts(set.len());
@@ -803,14 +803,14 @@ mod tests {
         for n in [10, 100, 1_000, 10_000] {
             let set = backends(n);
             let m = Maglev::new().table_size_for(n).unwrap();
-            let equal = Maglev::new().prepare(&set).unwrap();
+            let equal = Maglev::new().prepare(&valid(&set)).unwrap();
             let weights: Vec<u32> = (0..n as u32).map(|i| 1 + i % 4).collect();
             let weighted_set: Vec<Backend> = set
                 .iter()
                 .zip(&weights)
                 .map(|(b, &w)| b.clone().weight(w))
                 .collect();
-            let weighted = Maglev::new().prepare(&weighted_set).unwrap();
+            let weighted = Maglev::new().prepare(&valid(&weighted_set)).unwrap();
             let (equal_skew, weighted_skew) =
                 (skew(&equal, &vec![1; n]), skew(&weighted, &weights));
 
@@ -818,7 +818,7 @@ mod tests {
             let mut rest = set.clone();
             rest.remove(removed);
             assert_eq!(Maglev::new().table_size_for(n - 1), Ok(m));
-            let after = Maglev::new().prepare(&rest).unwrap();
+            let after = Maglev::new().prepare(&valid(&rest)).unwrap();
             let moved = (0..m as usize)
                 .filter(|&s| set[equal.get(s)].id() != rest[after.get(s)].id())
                 .count() as f64
