@@ -2,7 +2,7 @@
 //! the guard held until the response arrives) against calling the same mock endpoint directly.
 //! The difference is what the middleware adds per request, pick included.
 //!
-//! `cargo bench --bench layer`; `DIVVY_BENCH_QUICK=1` for a smoke run.
+//! `cargo bench -p divvy-benches --bench layer`; `DIVVY_BENCH_QUICK=1` for a smoke run.
 
 mod support;
 

@@ -2,8 +2,8 @@
 //! `Balancer::pick` and a per-thread `Picker::pick`, and the baselines measured in the same run:
 //! a `Mutex<usize>` round robin, an `AtomicUsize` round robin and tower's p2c balancer.
 //!
-//! `cargo bench --bench pick`; `DIVVY_BENCH_QUICK=1` for a smoke run; then
-//! `cargo run --example bench_table` for the Markdown table (docs/BENCHMARKS.md).
+//! `cargo bench -p divvy-benches --bench pick`; `DIVVY_BENCH_QUICK=1` for a smoke run; then
+//! `cargo run -p divvy-benches --bin bench_table` for the Markdown table (docs/BENCHMARKS.md).
 
 mod support;
 

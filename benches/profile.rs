@@ -2,7 +2,7 @@
 //! with the same sets and contexts as the criterion benches, and nothing else in the process.
 //!
 //! ```text
-//! cargo bench --bench profile --no-run    # prints the binary's path
+//! cargo bench -p divvy-benches --bench profile --no-run    # prints the binary's path
 //! valgrind --tool=callgrind target/release/deps/profile-… RoundRobin 16 picker 200000
 //! ```
 //!

@@ -2,7 +2,7 @@
 //! a whole `Balancer::update` (validation, prepare, per-backend state carried over, publication),
 //! for every strategy at 1,000 and 10,000 backends.
 //!
-//! `cargo bench --bench rebuild`; `DIVVY_BENCH_QUICK=1` for a smoke run.
+//! `cargo bench -p divvy-benches --bench rebuild`; `DIVVY_BENCH_QUICK=1` for a smoke run.
 
 mod support;
 

@@ -1,5 +1,5 @@
-//! The proxy example's config checker (`examples/proxy/check.rs`) on arbitrary text, with the
-//! proxy's own balancer construction (`examples/proxy/balancer.rs`) behind it:
+//! The proxy's config checker (`divvy_proxy::config::parse`) on arbitrary text, with the proxy's
+//! own balancer construction (`divvy_proxy::balancer::build`) behind it:
 //!
 //! - checking never panics, whatever the text;
 //! - a rejected config comes with at least one diagnostic, each pointing inside the text
@@ -11,28 +11,16 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// The proxy's own files, compiled as they are: `check` refers to `crate::config` and
-// `balancer` to `crate::config` as well, which these module names provide.
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../examples/proxy/config.rs"]
-mod config;
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../examples/proxy/check.rs"]
-mod check;
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../../examples/proxy/balancer.rs"]
-mod balancer;
+use divvy_proxy::{balancer, config};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(src) = std::str::from_utf8(data) else {
         return;
     };
-    let result = check::parse(src, "fuzz.toml");
+    let result = config::parse(src, "fuzz.toml");
     assert_eq!(
         result,
-        check::parse(src, "fuzz.toml"),
+        config::parse(src, "fuzz.toml"),
         "checking is not deterministic"
     );
     match result {

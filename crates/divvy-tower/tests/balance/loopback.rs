@@ -15,7 +15,9 @@ use hyper_util::rt::TokioExecutor;
 use tower::retry::RetryLayer;
 use tower::{ServiceBuilder, ServiceExt};
 
-use crate::support::{bounded, stats, Server};
+use divvy_test::TestBackend;
+
+use crate::support::{bounded, stats};
 
 /// Sends one GET and returns the name of the server that answered.
 async fn get<S>(svc: S) -> Result<String, tower::BoxError>
@@ -37,9 +39,9 @@ where
 async fn requests_reach_every_real_backend_in_turn() {
     bounded(async {
         let servers = [
-            Server::start("a").await,
-            Server::start("b").await,
-            Server::start("c").await,
+            TestBackend::start("a").await,
+            TestBackend::start("b").await,
+            TestBackend::start("c").await,
         ];
         let lb = Balancer::new(
             RoundRobin::new(),
@@ -67,10 +69,10 @@ async fn requests_reach_every_real_backend_in_turn() {
 #[tokio::test]
 async fn killing_a_backend_during_a_thousand_gets_fails_none_of_them() {
     bounded(async {
-        let mut servers = [
-            Server::start("a").await,
-            Server::start("b").await,
-            Server::start("c").await,
+        let servers = [
+            TestBackend::start("a").await,
+            TestBackend::start("b").await,
+            TestBackend::start("c").await,
         ];
         let victim = servers[1].addr.to_string();
         let lb = Balancer::new(
@@ -109,7 +111,7 @@ async fn killing_a_backend_during_a_thousand_gets_fails_none_of_them() {
             *by_server.entry(name).or_default() += 1;
             done += 1;
             if done == 300 {
-                servers[1].kill().await;
+                servers[1].kill();
                 hits_at_kill = servers[1].hits();
                 killed.store(true, Ordering::Relaxed);
             }

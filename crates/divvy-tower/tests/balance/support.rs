@@ -3,12 +3,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
@@ -20,8 +17,6 @@ use divvy::{
 use http_body_util::channel::{Channel, Sender};
 use http_body_util::{Either, Full};
 use parking_lot::Mutex;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tower::Service;
 
 /// The bound on every wait in these tests.
@@ -29,9 +24,7 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Runs `f` under [`DEADLINE`].
 pub async fn bounded<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(DEADLINE, f)
-        .await
-        .expect("the test finished within its deadline")
+    divvy_test::within(DEADLINE, f).await
 }
 
 // === strategies and balancers ===
@@ -225,74 +218,5 @@ impl<B> Service<http::Request<B>> for MockEndpoint {
                 }
             }
         })
-    }
-}
-
-// === loopback servers ===
-
-/// A hyper 1.x HTTP/1 server on an ephemeral loopback port that answers every request with
-/// 200 and its name.
-pub struct Server {
-    pub name: &'static str,
-    pub addr: SocketAddr,
-    hits: Arc<AtomicUsize>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    pub async fn start(name: &'static str) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counter = hits.clone();
-        let task = tokio::spawn(async move {
-            // Owned by this task: aborting it drops the listener and aborts every connection.
-            let mut connections = tokio::task::JoinSet::new();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let counter = counter.clone();
-                let service = hyper::service::service_fn(move |_req| {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(name)))) }
-                });
-                connections.spawn(async move {
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                });
-                // Reap finished connections so the set does not grow without bound.
-                while connections.try_join_next().is_some() {}
-            }
-        });
-        Server {
-            name,
-            addr,
-            hits,
-            task: Some(task),
-        }
-    }
-
-    /// Requests this server answered.
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::Relaxed)
-    }
-
-    /// Stops listening and drops every open connection, as a crashed process would.
-    pub async fn kill(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-            let _ = bounded(task).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }

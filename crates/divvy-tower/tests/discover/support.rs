@@ -15,9 +15,7 @@ use hickory_server::store::in_memory::InMemoryAuthority;
 use hickory_server::ServerFuture;
 use tokio::net::{TcpListener, UdpSocket};
 
-#[path = "../common/eventually.rs"]
-mod wait;
-pub use wait::eventually;
+pub use divvy_test::eventually;
 
 /// The zone every test name lives in.
 pub const ZONE: &str = "svc.test.";

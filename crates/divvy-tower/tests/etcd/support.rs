@@ -1,5 +1,5 @@
-//! Support for the etcd tests: a real etcd, a relay whose connections the tests cut, and a
-//! bounded wait.
+//! Support for the etcd tests: a relay whose connections the tests cut; the real etcd and the
+//! bounded wait come from divvy-test.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -8,13 +8,8 @@ use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-#[path = "../common/eventually.rs"]
-mod wait;
-pub use wait::eventually;
-
-#[path = "../common/etcd_server.rs"]
-mod etcd_server;
-pub use etcd_server::EtcdServer;
+pub use divvy_test::etcd::EtcdServer;
+pub use divvy_test::eventually;
 
 /// A TCP relay to an etcd: the discovery under test connects through it, so a test can cut its
 /// connection (a partition) while etcd keeps running and changing.

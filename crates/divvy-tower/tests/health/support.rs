@@ -14,9 +14,7 @@ use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
-#[path = "../common/eventually.rs"]
-mod wait;
-pub use wait::eventually;
+pub use divvy_test::eventually;
 
 /// HAProxy's defaults, which the deadlines below are computed from.
 pub const RISE: u32 = 2;
