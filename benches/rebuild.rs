@@ -1,6 +1,6 @@
 //! Snapshot rebuilds, the work an update does off the pick path: `Strategy::prepare` alone and
 //! a whole `Balancer::update` (validation, prepare, per-backend state carried over, publication),
-//! for every strategy at 1,000 and 10,000 backends.
+//! for every strategy at 1,000, 10,000 and 100,000 backends.
 //!
 //! `cargo bench -p divvy-benches --bench rebuild`; `DIVVY_BENCH_QUICK=1` for a smoke run.
 

@@ -36,7 +36,7 @@ pub fn pick_sizes() -> Vec<usize> {
     if quick() {
         vec![16, 10_000]
     } else {
-        vec![3, 16, 1_000, 10_000]
+        vec![3, 16, 1_000, 10_000, 100_000]
     }
 }
 
@@ -50,7 +50,7 @@ fn parse_sizes(v: &str) -> Option<Vec<usize>> {
 
 /// Backend counts for snapshot rebuilds.
 pub fn rebuild_sizes() -> &'static [usize] {
-    &[1_000, 10_000]
+    &[1_000, 10_000, 100_000]
 }
 
 /// Thread counts picking from one shared balancer.

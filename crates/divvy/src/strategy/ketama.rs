@@ -21,12 +21,17 @@ const NGINX_POINTS_PER_WEIGHT: u32 = 160;
 /// `get_chash_peer` gives up when `++tries > 20`, so 21 points are tried in all.
 const MAX_TRIES: usize = 20;
 
-/// The largest ring divvy builds (`160 × Σ weight` points, 8 bytes each: 128 MiB). nginx has no
-/// limit; a larger ring only costs memory and preparation time without spreading keys better.
+/// The largest ring divvy builds (8 bytes a point: 128 MiB). nginx has no limit; a larger ring
+/// only costs memory and preparation time without spreading keys better. A set whose
+/// `160 × Σ weight` exceeds it gets fewer points per unit of weight (`Σ weight > 104 857`).
 const MAX_POINTS: u64 = 1 << 24;
 
-/// The lookup-prefix table has at most `2^16 + 1` entries (256 KiB).
-const MAX_PREFIX_BITS: u32 = 16;
+/// The bucket index has at most `2^22 + 1` entries (16 MiB, for a ring of 2²⁴ points).
+const MAX_INDEX_BITS: u32 = 22;
+
+/// The bucket index aims at `2^AVERAGE_BUCKET_BITS` points per bucket: 4 points of 8 bytes, so
+/// that a lookup reads one index entry and, most of the time, one cache line of points.
+const AVERAGE_BUCKET_BITS: u32 = 2;
 
 /// Consistent hashing on a ketama ring, with the points placed exactly as nginx's
 /// `hash $key consistent` places them, so a key reaches the same server through divvy as through
@@ -35,8 +40,12 @@ const MAX_PREFIX_BITS: u32 = 16;
 /// Origin: Cache::Memcached::Fast's ketama ring as nginx's `ngx_http_upstream_hash_module`
 /// builds it; optional bounded loads after Mirrokni, Thorup and Zadimoghaddam (2017).
 ///
-/// Cost: O(log points) per pick, a binary search of a few points after a lookup-prefix table;
-/// preparing costs O(points · log points) for `160 × Σ weight` points.
+/// Cost: O(1) expected per pick at any size: the top bits of the key's hash index a bucket table
+/// that narrows the search to about 4 points (one cache line, as the point and its owner are
+/// stored side by side), where a binary search finishes; the ring itself is never searched
+/// whole. So a pick costs about the same at 10,000 backends as at 16, where a plain binary search
+/// over the 4-million-point ring took 4.9 times as long. Preparing costs O(points · log points)
+/// for `160 × Σ weight` points, plus one byte of index per point.
 ///
 /// # Placement (nginx's `ngx_http_upstream_init_chash`)
 ///
@@ -62,7 +71,12 @@ const MAX_PREFIX_BITS: u32 = 16;
 ///   usually ends at the same backend;
 /// - nginx balances between the addresses a `server` name resolves to; a divvy backend is one
 ///   identity;
-/// - rings above 2²⁴ points (`Σ weight > 104 857` at 160 points per weight) are rejected.
+/// - rings above 2²⁴ points (`Σ weight > 104 857`, e.g. more than 41,943 backends of weight
+///   2.5 on average) would cost more than 128 MiB; such a set gets `⌊2²⁴ / Σ weight⌋` points per
+///   unit of weight instead of 160 (or of the configured [`points_per_weight`](Self::points_per_weight); a backend's points are the first ones of nginx's sequence
+///   for it), so keys spread as evenly but do not land where nginx would put them
+///   (the prepared ring's `is_nginx_exact` tells). Only when `Σ weight > 2²⁴`, where not even
+///   one point per unit of weight fits, is the set rejected.
 ///
 /// # Very large sets
 ///
@@ -145,16 +159,26 @@ impl Ketama {
     }
 }
 
+/// A point of the ring: its hash and the backend that owns it, side by side so that the cache
+/// line a lookup ends on also holds the answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Point {
+    hash: u32,
+    owner: u32,
+}
+
 /// The prepared ring of a [`Ketama`] strategy.
 pub struct Ring {
-    /// Point hashes, ascending, without duplicates.
-    hashes: Box<[u32]>,
-    /// The backend index owning each point.
-    owners: Box<[u32]>,
-    /// `prefix[b]` is the first point whose hash is at least `b << shift`; `prefix[2^bits]` is the
-    /// number of points. A lookup binary-searches only between two neighbouring entries.
-    prefix: Box<[u32]>,
+    /// The points, by ascending hash, without duplicate hashes.
+    points: Box<[Point]>,
+    /// The bucket index: `index[b]` is the first point whose hash is at least `b << shift`, and
+    /// `index[2^bits]` the number of points. A lookup searches only between two neighbouring
+    /// entries, about 4 points, instead of the whole ring: at 10,000 backends the ring has 4
+    /// million points, and each step of a binary search over it was a cache miss.
+    index: Box<[u32]>,
     shift: u32,
+    /// Points per unit of weight: nginx's 160, or fewer for a set too heavy for the point limit.
+    points_per_weight: u64,
     /// The round-robin fallback's position on the ring.
     cursor: AtomicUsize,
     bound: Option<LoadFactor>,
@@ -162,72 +186,87 @@ pub struct Ring {
 }
 
 impl Ring {
+    /// Builds the ring of at most `max_points` points ([`MAX_POINTS`] but in tests), with at most
+    /// `per_weight` points per unit of weight (160, as nginx, unless configured).
     fn build(
         backends: &[Backend],
         bound: Option<LoadFactor>,
         per_weight: u32,
+        max_points: u64,
     ) -> Result<Ring, UpdateError> {
         let total_weight: u64 = backends.iter().map(|b| u64::from(b.get_weight())).sum();
-        let per_weight = u64::from(per_weight);
-        let npoints = total_weight * per_weight;
-        if npoints > MAX_POINTS {
+        let points_per_weight = u64::from(per_weight).min(max_points / total_weight);
+        if points_per_weight == 0 {
             return Err(UpdateError::Strategy {
                 strategy: NAME,
                 reason: format!(
-                    "weights sum to {total_weight}, a ring of {npoints} points; the limit is {MAX_POINTS} points (weights summing to {} at {per_weight} points per weight)",
-                    MAX_POINTS / per_weight
+                    "weights sum to {total_weight}; the limit is {max_points}, one ring point per unit of weight"
                 ),
             });
         }
-        let mut points: Vec<(u32, u32)> = Vec::with_capacity(npoints as usize);
+        let npoints = total_weight * points_per_weight;
+        let mut points: Vec<Point> = Vec::with_capacity(npoints as usize);
         for (i, b) in backends.iter().enumerate() {
             // `npoints` bounds the set's length far below u32::MAX.
             let owner = i as u32;
             place_points(
                 b.id().as_bytes(),
-                u64::from(b.get_weight()) * per_weight,
-                |hash| {
-                    points.push((hash, owner));
-                },
+                u64::from(b.get_weight()) * points_per_weight,
+                |hash| points.push(Point { hash, owner }),
             );
         }
         // Sorting (hash, owner) pairs puts equal hashes in configuration order, which is where a
         // stable sort by hash (nginx's `ngx_qsort` on glibc) leaves them; nginx then keeps the
         // first of each run of equal hashes.
         points.sort_unstable();
-        points.dedup_by_key(|p| p.0);
+        points.dedup_by_key(|p| p.hash);
 
-        let bits = (usize::BITS - (points.len() - 1).leading_zeros()).clamp(1, MAX_PREFIX_BITS);
-        let shift = 32 - bits;
-        let mut prefix = Vec::with_capacity((1 << bits) + 1);
+        let index_bits = (usize::BITS - (points.len() - 1).leading_zeros())
+            .saturating_sub(AVERAGE_BUCKET_BITS)
+            .clamp(1, MAX_INDEX_BITS);
+        let shift = 32 - index_bits;
+        let mut index = Vec::with_capacity((1 << index_bits) + 1);
         let mut at = 0;
-        for b in 0..=(1u64 << bits) {
-            while at < points.len() && u64::from(points[at].0 >> shift) < b {
+        for b in 0..=(1u64 << index_bits) {
+            while at < points.len() && u64::from(points[at].hash >> shift) < b {
                 at += 1;
             }
-            prefix.push(at as u32);
+            index.push(at as u32);
         }
-        let (hashes, owners) = points.into_iter().unzip::<_, _, Vec<_>, Vec<_>>();
         Ok(Ring {
-            hashes: hashes.into_boxed_slice(),
-            owners: owners.into_boxed_slice(),
-            prefix: prefix.into_boxed_slice(),
+            points: points.into_boxed_slice(),
+            index: index.into_boxed_slice(),
             shift,
+            points_per_weight,
             cursor: AtomicUsize::new(0),
             bound,
             total_weight,
         })
     }
 
+    /// Points per unit of weight: 160 as in nginx, or fewer for a set whose `160 × Σ weight`
+    /// exceeds the ring's limit of 2²⁴ points.
+    pub fn points_per_weight(&self) -> u64 {
+        self.points_per_weight
+    }
+
+    /// Whether the ring has nginx's points (160 per unit of weight), so that keys reach the
+    /// backends nginx's `hash … consistent` would choose.
+    pub fn is_nginx_exact(&self) -> bool {
+        self.points_per_weight == u64::from(NGINX_POINTS_PER_WEIGHT)
+    }
+
     /// The index of the first point at or after `hash`, wrapping (nginx's
-    /// `ngx_http_upstream_find_chash_point`, then `% points->number`).
+    /// `ngx_http_upstream_find_chash_point`, then `% points->number`). Every point before
+    /// `index[b]` has a smaller hash and every point from `index[b + 1]` on a larger one, so the
+    /// answer is the same as a binary search over the whole ring.
     #[inline]
     fn find(&self, hash: u32) -> usize {
         let b = (hash >> self.shift) as usize;
-        let lo = self.prefix[b] as usize;
-        let hi = self.prefix[b + 1] as usize;
-        let i = lo + self.hashes[lo..hi].partition_point(|&p| p < hash);
-        if i == self.hashes.len() {
+        let lo = self.index[b] as usize;
+        let hi = self.index[b + 1] as usize;
+        let i = lo + self.points[lo..hi].partition_point(|p| p.hash < hash);
+        if i == self.points.len() {
             0
         } else {
             i
@@ -236,12 +275,12 @@ impl Ring {
 
     #[inline]
     fn owner(&self, at: usize) -> usize {
-        self.owners[at] as usize
+        self.points[at].owner as usize
     }
 
     #[inline]
     fn next(&self, at: usize) -> usize {
-        if at + 1 == self.hashes.len() {
+        if at + 1 == self.points.len() {
             0
         } else {
             at + 1
@@ -252,7 +291,7 @@ impl Ring {
     /// the next available backend after it.
     #[cold]
     fn round_robin(&self, view: &View<'_>, room: Option<&mut Room<'_, '_>>) -> Option<usize> {
-        let at = self.cursor.fetch_add(1, Relaxed) % self.hashes.len();
+        let at = self.cursor.fetch_add(1, Relaxed) % self.points.len();
         scan_with_room(view, self.owner(at), room)
     }
 
@@ -266,14 +305,15 @@ impl Ring {
 impl fmt::Debug for Ring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ring")
-            .field("points", &self.hashes.len())
+            .field("points", &self.points.len())
+            .field("points_per_weight", &self.points_per_weight)
             .field("bounded", &self.bound.is_some())
             .finish_non_exhaustive()
     }
 }
 
-/// Calls `emit` with the first `count` points of the server named `server` in nginx's order (nginx
-/// places `160 × weight`).
+/// Calls `emit` with the first `count` points of the server named `server`, in nginx's order
+/// (nginx places `160 × weight`).
 fn place_points(server: &[u8], count: u64, mut emit: impl FnMut(u32)) {
     let (host, port) = split_host_port(server);
     let mut base = crc32fast::Hasher::new();
@@ -327,7 +367,7 @@ impl Strategy for Ketama {
                 ),
             });
         }
-        Ring::build(backends, bound, self.points)
+        Ring::build(backends, bound, self.points, MAX_POINTS)
     }
 
     #[inline]
@@ -455,11 +495,21 @@ mod tests {
     }
 
     fn ring_points(r: &Ring) -> Vec<(u32, usize)> {
-        r.hashes
+        r.points
             .iter()
-            .zip(r.owners.iter())
-            .map(|(&h, &o)| (h, o as usize))
+            .map(|p| (p.hash, p.owner as usize))
             .collect()
+    }
+
+    /// The first point at or after `hash` by a binary search over the whole ring, wrapping: what
+    /// the bucket index must reproduce.
+    fn find_plain(r: &Ring, hash: u32) -> usize {
+        let i = r.points.partition_point(|p| p.hash < hash);
+        if i == r.points.len() {
+            0
+        } else {
+            i
+        }
     }
 
     fn pick_id<S: Strategy>(lb: &Balancer<S>, key: &[u8]) -> String {
@@ -585,7 +635,7 @@ mod tests {
             .prepare(&valid(&set))
             .unwrap();
         assert_eq!(Ketama::new().get_points_per_weight(), 160);
-        assert_eq!(few.hashes.len(), 48);
+        assert_eq!(few.points.len(), 48);
         let full_points = ring_points(&full);
         for p in ring_points(&few) {
             assert!(full_points.contains(&p), "{p:?}");
@@ -600,11 +650,21 @@ mod tests {
                 "{err:?}"
             );
         }
-        // The ring limit scales with the points: 200 000 weight units fit at 16 points each.
+        // Past the ring limit the default falls back to fewer points (83 for 200 000 weight
+        // units); a configured count below that is kept.
         let big: Vec<Backend> = (0..20)
             .map(|i| Backend::new(format!("h{i}")).weight(10_000))
             .collect();
-        assert!(Ketama::new().prepare(&valid(&big)).is_err());
+        let auto = Ketama::new().prepare(&valid(&big)).unwrap();
+        assert_eq!(auto.points_per_weight(), 83);
+        assert_eq!(
+            Ketama::new()
+                .points_per_weight(16)
+                .prepare(&valid(&big))
+                .unwrap()
+                .points_per_weight(),
+            16
+        );
         assert!(Ketama::new()
             .points_per_weight(16)
             .prepare(&valid(&big))
@@ -615,9 +675,9 @@ mod tests {
     /// point, up to and including itself.
     fn shares(r: &Ring, n: usize) -> Vec<f64> {
         let mut owned = vec![0u64; n];
-        let last = u64::from(*r.hashes.last().unwrap());
+        let last = u64::from(r.points.last().unwrap().hash);
         let mut prev = last;
-        for (i, &h) in r.hashes.iter().enumerate() {
+        for (i, h) in r.points.iter().map(|p| p.hash).enumerate() {
             let h = u64::from(h);
             let arc = if i == 0 {
                 h + (1 << 32) - prev
@@ -636,7 +696,12 @@ mod tests {
     /// The exact fraction of the hash space whose backend differs between two rings over `a` and
     /// `b`: between two neighbouring points of either ring, both rings' owners are constant.
     fn moved(ra: &Ring, a: &[Backend], rb: &Ring, b: &[Backend]) -> f64 {
-        let mut bounds: Vec<u32> = ra.hashes.iter().chain(rb.hashes.iter()).copied().collect();
+        let mut bounds: Vec<u32> = ra
+            .points
+            .iter()
+            .chain(rb.points.iter())
+            .map(|p| p.hash)
+            .collect();
         bounds.sort_unstable();
         bounds.dedup();
         let mut prev = u64::from(*bounds.last().unwrap());
@@ -697,8 +762,8 @@ mod tests {
     fn each_backend_has_160_points_per_weight_minus_duplicates() {
         let r = ring(&SERVERS);
         let mut counts = [0u32; 5];
-        for &o in r.owners.iter() {
-            counts[o as usize] += 1;
+        for p in r.points.iter() {
+            counts[p.owner as usize] += 1;
         }
         // No two of these points collide, so every backend keeps all of its points.
         assert_eq!(counts, SERVERS.map(|(_, w)| 160 * w));
@@ -721,22 +786,50 @@ mod tests {
         let r = ring(&servers);
         assert_eq!(ring_points(&r), reference);
         let mut counts = vec![0usize; servers.len()];
-        for &o in r.owners.iter() {
-            counts[o as usize] += 1;
+        for p in r.points.iter() {
+            counts[p.owner as usize] += 1;
         }
         let short: usize = counts.iter().map(|&c| 160 - c).sum();
         assert_eq!(short, dropped);
     }
 
     #[test]
-    fn rings_above_the_point_limit_are_rejected_naming_the_weights() {
-        let backends: Vec<Backend> = (0..11)
-            .map(|i| Backend::new(format!("10.0.0.{i}:80")).weight(crate::MAX_WEIGHT))
+    fn rings_above_the_point_limit_get_fewer_points_per_weight_from_nginxs_sequence() {
+        // SERVERS weigh 8 in all: nginx's 1,280 points, or 125 per unit of weight under a limit
+        // of 1,000 points (the real limit, 2²⁴, makes rings too large to build in a unit test).
+        let backends = SERVERS.map(|(id, w)| Backend::new(id).weight(w));
+        let r = Ring::build(&backends, None, NGINX_POINTS_PER_WEIGHT, 1000).unwrap();
+        assert_eq!(r.points_per_weight(), 125);
+        assert!(!r.is_nginx_exact());
+        // Each backend's points are the first 125 per weight of the ones nginx gives it.
+        let nginx = reference_points(&SERVERS);
+        for (owner, (id, w)) in SERVERS.iter().enumerate() {
+            let mut first = Vec::new();
+            place_points(id.as_bytes(), u64::from(*w) * 125, |h| first.push(h));
+            let mut mine: Vec<u32> = ring_points(&r)
+                .into_iter()
+                .filter(|&(_, o)| o == owner)
+                .map(|(h, _)| h)
+                .collect();
+            first.sort_unstable();
+            mine.sort_unstable();
+            assert_eq!(mine, first, "{id}");
+            assert!(mine.iter().all(|h| nginx.contains(&(*h, owner))));
+        }
+        assert!(ring(&SERVERS).is_nginx_exact());
+    }
+
+    #[test]
+    fn a_set_heavier_than_one_point_per_unit_of_weight_allows_is_rejected_naming_the_weights() {
+        let backends: Vec<Backend> = (0..1678)
+            .map(|i| {
+                Backend::new(format!("10.0.{}.{}:80", i / 256, i % 256)).weight(crate::MAX_WEIGHT)
+            })
             .collect();
         match Ketama::new().prepare(&valid(&backends)) {
             Err(UpdateError::Strategy { strategy, reason }) => {
                 assert_eq!(strategy, "ketama");
-                assert!(reason.contains("weights sum to 110000"), "{reason}");
+                assert!(reason.contains("weights sum to 16780000"), "{reason}");
             }
             other => panic!("expected a strategy error, got {other:?}"),
         }
@@ -833,6 +926,22 @@ mod tests {
             prop_assert_eq!(ring_points(&r), reference.clone());
             for key in &keys {
                 prop_assert_eq!(r.owner_of(key), reference_owner(&reference, key));
+            }
+        }
+
+        #[test]
+        fn the_bucket_index_finds_the_point_a_binary_search_of_the_whole_ring_finds(
+            servers in arb_servers(),
+            hashes in proptest::collection::vec(any::<u32>(), 256),
+        ) {
+            let servers: Vec<(&str, u32)> = servers.iter().map(|(n, w)| (n.as_str(), *w)).collect();
+            let r = ring(&servers);
+            // Random hashes, the ring's own points and their neighbours, and both ends.
+            let own = r.points.iter().step_by(7).flat_map(|p| {
+                [p.hash.wrapping_sub(1), p.hash, p.hash.wrapping_add(1)]
+            });
+            for h in hashes.into_iter().chain(own).chain([0, u32::MAX]) {
+                prop_assert_eq!(r.find(h), find_plain(&r, h), "hash {:#x}", h);
             }
         }
 

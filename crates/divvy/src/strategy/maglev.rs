@@ -566,6 +566,19 @@ mod tests {
     }
 
     #[test]
+    fn the_default_table_grows_for_a_set_beyond_65537_backends() {
+        // What main's first growth rule asserted, in terms of the ladder: a set the paper's table
+        // cannot hold gets a larger one, an explicit size never grows.
+        let m = Maglev::new();
+        assert_eq!(m.table_size_for(100_000), Ok(16_777_213));
+        assert_eq!(m.table_size_for(1 << 24).map_err(|_| ()), Err(()));
+        let explicit = Maglev::with_table_size(Maglev::DEFAULT_TABLE_SIZE).unwrap();
+        assert!(explicit.table_size_for(100_000).is_err());
+        let t = Maglev::new().prepare(&valid(&backends(65_538))).unwrap();
+        assert_eq!(Ok(t.size), m.table_size_for(65_538));
+    }
+
+    #[test]
     fn a_table_smaller_than_the_set_is_rejected() {
         let reason = strategy_error(
             Maglev::with_table_size(7)

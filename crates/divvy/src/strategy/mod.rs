@@ -10,9 +10,9 @@
 //! |---|---|---|---|
 //! | [`RoundRobin`] | `round_robin` | classic | O(1) |
 //! | [`WeightedRoundRobin`] | `weighted_round_robin` | nginx smooth weighted round robin | O(1) (precomputed schedule) |
-//! | [`LeastConnections`] | `least_conn` | nginx `least_conn` | O(n) scan |
+//! | [`LeastConnections`] | `least_conn` | nginx `least_conn`; sampled above 64 backends | O(n) up to 64, then O(1) |
 //! | [`IpHash`] | `ip_hash` | nginx `ip_hash` | O(1) |
-//! | [`Ketama`] | `ketama` | nginx `hash … consistent` | O(log points) |
+//! | [`Ketama`] | `ketama` | nginx `hash … consistent` | O(1) expected (bucket index) |
 //! | [`Maglev`] | `maglev` | Google Maglev, NSDI 2016 | O(1) |
 //! | [`Random`] | `random` | weighted random (Vose alias table) | O(1) |
 //! | [`PowerOfTwoChoices::new`] | `p2c` | Mitzenmacher; nginx `random two least_conn` | O(1) |

@@ -98,7 +98,7 @@ impl AliasTable {
     /// holds `Σ weight`. A column below full takes its alias from one above, which gives up the
     /// difference; the masses always sum to `remaining columns × Σ weight`, so while a column
     /// is below full another is above, and the last columns are exactly full.
-    fn new(weights: &[u32]) -> Self {
+    pub(crate) fn new(weights: &[u32]) -> Self {
         if weights.windows(2).all(|w| w[0] == w[1]) {
             return AliasTable {
                 columns: Box::new([]),
@@ -134,7 +134,7 @@ impl AliasTable {
 
     /// Draws an index of `0..n` with probability proportional to weight.
     #[inline]
-    fn sample(&self, r: u64, n: usize) -> usize {
+    pub(crate) fn sample(&self, r: u64, n: usize) -> usize {
         let (i, rest) = split(r, n);
         match self.columns.get(i) {
             None => i,
