@@ -33,7 +33,8 @@ pub fn run_all(
                 let Some((si, entry, opts)) = work.get(i) else {
                     break;
                 };
-                let r = (entry.run)(&scenarios[*si], opts)
+                let r = entry
+                    .run(&scenarios[*si], opts)
                     .map_err(|e| format!("{} with {}: {e}", scenarios[*si].name, entry.name));
                 results
                     .lock()

@@ -102,7 +102,7 @@ pub fn status(proxy: &Proxy) -> serde_json::Value {
             json!({
                 "name": u.name(),
                 "strategy": u.config.strategy.name(),
-                "divvy_strategy": u.lb.strategy_name(),
+                "divvy_strategy": divvy::Strategy::name(u.lb.strategy()),
                 "source": u.source_status(),
                 "backends": backends,
             })

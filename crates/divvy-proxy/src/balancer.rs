@@ -1,87 +1,18 @@
 //! One upstream's [`divvy::Balancer`], whatever its strategy.
 //!
-//! `Balancer<S>` is generic over its strategy; the proxy chooses the strategy at run time from the
-//! config, so it holds an `Arc<dyn Lb>`. The dynamic call costs one indirect jump per pick, far
-//! below the cost of the request it routes.
+//! The config names a strategy by its canonical divvy name; the library's
+//! [`StrategySpec`] builds it as a [`BoxStrategy`], so every upstream is the same type, `Lb`,
+//! whatever its strategy. The boxed pick costs one indirect call over the static one.
 
 use std::sync::Arc;
 
-use divvy::strategy::{
-    Failover, IpHash, Ketama, LeastConnections, Maglev, PowerOfTwoChoices, Random, RoundRobin,
-    WeightedRoundRobin,
-};
-use divvy::{
-    AdminState, Backend, BackendStats, Balancer, Context, HealthConfig, Pick, PickError, Strategy,
-    UpdateError,
-};
+use divvy::strategy::{BoxStrategy, FailoverMode, StrategySpec};
+use divvy::{AdminState, Backend, Balancer, HealthConfig};
 
-use divvy_tower::discover::{
-    DiscoverError, DiscoveryHandle, DnsDiscovery, EtcdDiscovery, EtcdHandle,
-};
-use divvy_tower::health::{HealthCheckHandle, HealthChecker};
+use crate::config::{Source, Upstream};
 
-use crate::config::{HashMethod, Source, StrategyKind, Upstream};
-
-/// What the proxy needs from a balancer, object safe.
-pub trait Lb: Send + Sync + 'static {
-    /// Chooses a backend.
-    fn pick(&self, ctx: &Context<'_>) -> Result<Pick, PickError>;
-    /// Replaces the backend set, keeping live state of backends that stay.
-    fn update(&self, backends: Vec<Backend>) -> Result<(), UpdateError>;
-    /// Per-backend counters and health.
-    fn stats(&self) -> Vec<BackendStats>;
-    /// The current backends.
-    fn backends(&self) -> Arc<[Backend]>;
-    /// The strategy's name.
-    fn strategy_name(&self) -> &'static str;
-    /// Starts active health checks of this balancer's backends.
-    fn spawn_checks(
-        &self,
-        checker: &HealthChecker,
-    ) -> Result<HealthCheckHandle, divvy_tower::health::ConfigError>;
-    /// Starts following an etcd prefix into this balancer.
-    fn spawn_etcd(&self, discovery: &EtcdDiscovery) -> EtcdHandle;
-    /// Starts following DNS records into this balancer.
-    fn spawn_dns(&self, discovery: &DnsDiscovery) -> Result<DiscoveryHandle, DiscoverError>;
-}
-
-impl<S: Strategy> Lb for Balancer<S> {
-    #[inline]
-    fn pick(&self, ctx: &Context<'_>) -> Result<Pick, PickError> {
-        Balancer::pick(self, ctx)
-    }
-
-    fn update(&self, backends: Vec<Backend>) -> Result<(), UpdateError> {
-        Balancer::update(self, backends)
-    }
-
-    fn stats(&self) -> Vec<BackendStats> {
-        Balancer::stats(self)
-    }
-
-    fn backends(&self) -> Arc<[Backend]> {
-        Balancer::backends(self)
-    }
-
-    fn strategy_name(&self) -> &'static str {
-        self.strategy().name()
-    }
-
-    fn spawn_checks(
-        &self,
-        checker: &HealthChecker,
-    ) -> Result<HealthCheckHandle, divvy_tower::health::ConfigError> {
-        checker.spawn(self.clone())
-    }
-
-    fn spawn_etcd(&self, discovery: &EtcdDiscovery) -> EtcdHandle {
-        discovery.spawn(self.clone())
-    }
-
-    fn spawn_dns(&self, discovery: &DnsDiscovery) -> Result<DiscoveryHandle, DiscoverError> {
-        discovery.spawn(self.clone())
-    }
-}
+/// An upstream's balancer: divvy's [`Balancer`] over the strategy its config names.
+pub type Lb = Balancer<BoxStrategy>;
 
 /// The backends of an upstream, as divvy sees them.
 pub fn backends(up: &Upstream) -> Vec<Backend> {
@@ -119,88 +50,42 @@ pub fn health_config(up: &Upstream) -> HealthConfig {
     b.build()
 }
 
-/// Builds the balancer an upstream's config asks for.
+/// The strategy an upstream's config asks for, as a divvy [`StrategySpec`].
 ///
-/// Backup servers (or a zone for the proxy itself) wrap the strategy in divvy's [`Failover`]:
-/// backups take traffic only when no primary can, and with a zone the proxy's own zone is
-/// preferred inside a tier.
-/// `initial` is the set to start with: the `[[server]]` list, or what a discovery source listed.
-pub fn build(up: &Upstream, initial: Vec<Backend>) -> Result<Arc<dyn Lb>, String> {
-    let b = Builder {
-        upstream: up.name.clone(),
-        health: health_config(up),
-        backends: initial,
-        tiers: if up.zone.is_some() {
-            Tiers::ZoneAware
-        } else if up.servers.iter().any(|s| s.backup) || up.source != Source::Servers {
-            // A discovered set may carry tiers (an etcd record's `tier`, an SRV priority).
-            Tiers::Priority
-        } else {
-            Tiers::Flat
-        },
-    };
-    match up.strategy {
-        StrategyKind::RoundRobin => b.make(RoundRobin::new()),
-        StrategyKind::WeightedRoundRobin => b.make(WeightedRoundRobin::new()),
-        StrategyKind::LeastConn => b.make(LeastConnections::new()),
-        StrategyKind::IpHash => b.make(IpHash::new()),
-        StrategyKind::Random => b.make(Random::new()),
-        StrategyKind::P2c => b.make(PowerOfTwoChoices::new()),
-        StrategyKind::P2cEwma => b.make(PowerOfTwoChoices::peak_ewma()),
-        StrategyKind::Hash => {
-            // `check` requires a [hash] table for this strategy.
-            let hash = up
-                .hash
-                .as_ref()
-                .ok_or("strategy `hash` needs a [hash] table")?;
-            match (hash.method, hash.bounded_load) {
-                (HashMethod::Ketama, None) => b.make(Ketama::new()),
-                (HashMethod::Ketama, Some(c)) => b.make(Ketama::new().bounded_load(c)),
-                (HashMethod::Maglev, None) => b.make(Maglev::new()),
-                (HashMethod::Maglev, Some(c)) => b.make(Maglev::new().bounded_load(c)),
-            }
-        }
+/// Backup servers (or a zone for the proxy itself) wrap the strategy in divvy's
+/// [`Failover`](divvy::strategy::Failover): backups take traffic only when no primary can, and
+/// with a zone the proxy's own zone is preferred inside a tier.
+pub fn spec(up: &Upstream) -> Result<StrategySpec, String> {
+    let mut spec = StrategySpec::new(up.strategy);
+    if let Some(c) = up.hash.as_ref().and_then(|h| h.bounded_load) {
+        spec = spec.bounded_load(c).map_err(|e| e.to_string())?;
     }
+    if up.zone.is_some() {
+        spec = spec.failover(FailoverMode::Zone);
+    } else if up.servers.iter().any(|s| s.backup) || up.source != Source::Servers {
+        // A discovered set may carry tiers (an etcd record's `tier`, an SRV priority).
+        spec = spec.failover(FailoverMode::Priority);
+    }
+    Ok(spec)
 }
 
-enum Tiers {
-    Flat,
-    Priority,
-    ZoneAware,
-}
-
-struct Builder {
-    upstream: String,
-    health: HealthConfig,
-    backends: Vec<Backend>,
-    tiers: Tiers,
-}
-
-impl Builder {
-    fn make<S: Strategy>(self, s: S) -> Result<Arc<dyn Lb>, String> {
-        match self.tiers {
-            Tiers::Flat => self.finish(s),
-            Tiers::Priority => self.finish(Failover::new(s)),
-            Tiers::ZoneAware => self.finish(Failover::zone_aware(s)),
-        }
-    }
-
-    fn finish<S: Strategy>(self, s: S) -> Result<Arc<dyn Lb>, String> {
-        let mut b = Balancer::builder(s);
-        b.health(self.health);
-        let lb = b.build(self.backends).map_err(|e| e.to_string())?;
-        // Every health transition, active or passive, is worth a log line.
-        let upstream = self.upstream;
-        lb.subscribe(move |e| {
-            tracing::warn!(
-                %upstream,
-                backend = %e.backend,
-                from = ?e.from,
-                to = ?e.to,
-                cause = ?e.cause,
-                "backend health changed"
-            );
-        });
-        Ok(Arc::new(lb))
-    }
+/// Builds the balancer an upstream's config asks for, starting with `initial`: the `[[server]]`
+/// list, or what a discovery source listed.
+pub fn build(up: &Upstream, initial: Vec<Backend>) -> Result<Arc<Lb>, String> {
+    let mut b = Balancer::builder(spec(up)?.build());
+    b.health(health_config(up));
+    let lb = b.build(initial).map_err(|e| e.to_string())?;
+    // Every health transition, active or passive, is worth a log line.
+    let upstream = up.name.clone();
+    lb.subscribe(move |e| {
+        tracing::warn!(
+            %upstream,
+            backend = %e.backend,
+            from = ?e.from,
+            to = ?e.to,
+            cause = ?e.cause,
+            "backend health changed"
+        );
+    });
+    Ok(Arc::new(lb))
 }

@@ -34,15 +34,15 @@ impl Discovery {
     ///
     /// The resolver configuration could not be read (DNS without `nameservers` on a system
     /// without `/etc/resolv.conf`).
-    pub fn start(source: &Source, lb: &Arc<dyn Lb>) -> Result<Option<Arc<Discovery>>, String> {
+    pub fn start(source: &Source, lb: &Arc<Lb>) -> Result<Option<Arc<Discovery>>, String> {
         let running = match source {
             Source::Servers => return Ok(None),
             Source::Etcd(e) => {
                 let mut d = EtcdDiscovery::new(&e.endpoints, e.prefix.as_str());
                 d.timeout(e.timeout);
-                Running::Etcd(lb.spawn_etcd(&d))
+                Running::Etcd(d.spawn(Lb::clone(lb)))
             }
-            Source::Dns(s) => Running::Dns(lb.spawn_dns(&dns(s)).map_err(|e| e.to_string())?),
+            Source::Dns(s) => Running::Dns(dns(s).spawn(Lb::clone(lb)).map_err(|e| e.to_string())?),
         };
         Ok(Some(Arc::new(Discovery { running })))
     }

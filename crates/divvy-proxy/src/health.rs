@@ -22,13 +22,13 @@ impl std::fmt::Debug for Checks {
 
 impl Checks {
     /// Starts checking every backend of `lb`, as its set is at each round.
-    pub fn start(hc: &HealthCheck, lb: &Arc<dyn Lb>) -> Result<Checks, String> {
+    pub fn start(hc: &HealthCheck, lb: &Arc<Lb>) -> Result<Checks, String> {
         let mut checker = HealthChecker::http(hc.path.clone());
         checker
             .interval(hc.interval)
             .timeout(hc.timeout)
             .expect_status(200..=399);
-        let handle = lb.spawn_checks(&checker).map_err(|e| e.to_string())?;
+        let handle = checker.spawn(Lb::clone(lb)).map_err(|e| e.to_string())?;
         Ok(Checks { _handle: handle })
     }
 }

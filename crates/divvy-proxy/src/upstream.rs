@@ -16,7 +16,7 @@ pub struct Upstream {
     /// Its config.
     pub config: config::Upstream,
     /// Its balancer.
-    pub lb: Arc<dyn Lb>,
+    pub lb: Arc<Lb>,
     /// Its keep-alive connections to the backends.
     pub pool: Arc<Pool>,
     /// Active health checks, stopped when the last upstream sharing them is dropped.
@@ -99,8 +99,8 @@ impl Upstream {
 /// An upstream ready to be swapped in (see [`Upstream::plan`]).
 pub struct Plan {
     config: config::Upstream,
-    kept: Option<Arc<dyn Lb>>,
-    lb: Option<Arc<dyn Lb>>,
+    kept: Option<Arc<Lb>>,
+    lb: Option<Arc<Lb>>,
     backends: Vec<divvy::Backend>,
     checks: Option<Option<Arc<crate::health::Checks>>>,
     discovery: Option<Option<Arc<Discovery>>>,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use crate::context::Context;
 use crate::error::{BackendError, PickError, UpdateError};
 use crate::health::{BackendStats, HealthConfig, HealthEvent, HealthState, Registry};
 use crate::live::{flag, Live, LiveRef};
+use crate::local;
 use crate::pick::Pick;
 use crate::set::BackendSet;
 use crate::strategy::Strategy;
@@ -23,8 +24,9 @@ use crate::view::{Member, View};
 
 /// A load balancer: a strategy over a published backend set, with health and load tracking.
 ///
-/// Cheap to clone (an `Arc`); clones share everything. [`pick`](Self::pick) is one atomic load of
-/// the current snapshot plus the strategy's own work: no lock, no allocation.
+/// Cheap to clone (an `Arc`); clones share everything. [`pick`](Self::pick) reads the current
+/// snapshot's id with one atomic load and finds that snapshot in a small thread-local cache (see
+/// [`pick`](Self::pick)), then does the strategy's own work: no lock, no allocation.
 /// [`update`](Self::update) validates a new set as a whole, lets the strategy prepare it, and swaps
 /// it in atomically; an invalid set is rejected with a typed error and the previous set keeps
 /// serving. Per-backend state (in flight, counters, latency, health) is keyed by identity and
@@ -48,6 +50,9 @@ pub struct Balancer<S: Strategy> {
 struct Shared<S: Strategy> {
     strategy: S,
     current: Arc<ArcSwap<Snapshot<S::Prepared>>>,
+    /// The [`Snapshot::id`] of `current`, stored right after it: what [`Balancer::pick`] checks
+    /// its thread-local cache against.
+    current_id: AtomicU64,
     registry: Arc<Registry>,
     /// Identity → live state of the current set; also serialises updates.
     lives: Mutex<HashMap<Arc<str>, LiveRef, RandomState>>,
@@ -60,6 +65,17 @@ struct Snapshot<P> {
     backends: Arc<[Backend]>,
     prepared: P,
     version: u64,
+    /// Unique in the process (see [`local`]): a thread-local cache keyed by it never mixes
+    /// balancers, even one built where a dropped one lived.
+    id: u64,
+}
+
+impl<S: Strategy> Drop for Shared<S> {
+    fn drop(&mut self) {
+        // The balancer is gone: this thread lets go of its set now (other threads at their next
+        // pick from another balancer, or when they exit).
+        local::forget(self as *const Self as usize);
+    }
 }
 
 impl<S: Strategy> Clone for Balancer<S> {
@@ -110,6 +126,7 @@ impl<S: Strategy> BalancerBuilder<S> {
         Ok(Balancer {
             shared: Arc::new(Shared {
                 strategy: self.strategy,
+                current_id: AtomicU64::new(snapshot.id),
                 current: Arc::new(ArcSwap::from_pointee(snapshot)),
                 registry,
                 lives: Mutex::new(lives),
@@ -141,11 +158,38 @@ impl<S: Strategy> Balancer<S> {
     ///
     /// A sticky target in `ctx` that is in the set and can take the request (up or draining,
     /// healthy or in panic, below its limit, not excluded) wins; otherwise the strategy picks.
+    ///
+    /// Each thread keeps a reference to the last set it picked from (of up to four balancers), so
+    /// a pick costs one atomic load to check that the set is still current, as a [`Picker`]'s
+    /// does. After an update, a thread's next pick replaces its reference; a thread that never
+    /// picks from this balancer again keeps the set it last saw (and the state of backends only
+    /// that set lists) until it picks from four other balancers or exits.
     #[inline]
     pub fn pick(&self, ctx: &Context<'_>) -> Result<Pick, PickError> {
-        let snap = self.shared.current.load();
-        self.pick_from(&snap, ctx)
-            .or_else(|e| self.retry_if_stale(&snap, ctx, e))
+        let id = self.shared.current_id.load(Relaxed);
+        local::with_cached(id, |snap: &Snapshot<S::Prepared>| self.pick_in(snap, ctx))
+            .unwrap_or_else(|| self.pick_and_cache(ctx))
+    }
+
+    /// A pick on a thread whose cache lacks the current set: loads it, and caches it for the
+    /// thread's next picks.
+    #[inline(never)]
+    fn pick_and_cache(&self, ctx: &Context<'_>) -> Result<Pick, PickError> {
+        let snap = self.shared.current.load_full();
+        let picked = self.pick_in(&snap, ctx);
+        local::store(self.owner(), snap.id, snap);
+        picked
+    }
+
+    #[inline]
+    fn pick_in(&self, snap: &Snapshot<S::Prepared>, ctx: &Context<'_>) -> Result<Pick, PickError> {
+        self.pick_from(snap, ctx)
+            .or_else(|e| self.retry_if_stale(snap, ctx, e))
+    }
+
+    /// This balancer's identity in thread-local caches: the address of its shared state.
+    fn owner(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
     }
 
     /// A failed pick gets one more try, because what it read may have changed under it: health
@@ -218,7 +262,7 @@ impl<S: Strategy> Balancer<S> {
             live.registry.on_picked(live);
         }
         if self.shared.tracks_total {
-            self.shared.registry.total_in_flight.fetch_add(1, Relaxed);
+            self.shared.registry.total_in_flight.increment();
         }
         Some(Pick::new(in_flight, self.shared.tracks_total))
     }
@@ -237,9 +281,13 @@ impl<S: Strategy> Balancer<S> {
             let guard = registry.lock();
             registry.recount(&guard, snapshot.members.iter().map(|m| &*m.live));
             registry.counted_version.store(version, Relaxed);
+            let id = snapshot.id;
             self.shared.current.store(Arc::new(snapshot));
+            self.shared.current_id.store(id, Relaxed);
         }
         drop(lives);
+        // This thread's reference to the replaced set goes now; other threads' at their next pick.
+        local::forget(self.owner());
         for e in events {
             registry.emit(Some(e));
         }
@@ -455,6 +503,7 @@ fn build_snapshot<P>(
         backends: backends.into(),
         prepared,
         version,
+        id: local::next_id(),
     };
     (snapshot, events)
 }
@@ -465,5 +514,14 @@ impl<S: Strategy> Balancer<S> {
     pub(crate) fn shared_counts(&self) -> (u32, u32) {
         let t = &self.shared.registry.total;
         (t.eligible.load(Relaxed), t.healthy.load(Relaxed))
+    }
+}
+
+#[cfg(test)]
+impl<S: Strategy> Balancer<S> {
+    /// Whether the set current now is still allocated, asked later: for cache-lifetime tests.
+    pub(crate) fn watch_current(&self) -> impl Fn() -> bool {
+        let weak = Arc::downgrade(&self.shared.current.load_full());
+        move || weak.strong_count() > 0
     }
 }

@@ -84,8 +84,10 @@ pub mod hash;
 pub mod health;
 #[allow(unsafe_code)]
 mod live;
+mod local;
 mod pick;
 mod set;
+mod shard;
 pub mod strategy;
 mod view;
 

@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 
 use crate::backend::{AdminState, Backend};
 use crate::health::{Machine, Registry};
+use crate::shard::Padded;
 
 /// `load` packs, from the low bits up: the requests in flight (23 bits), a `HELD` bit set while
 /// any snapshot or the identity map holds the backend, and the number of picks (40 bits). A pick
@@ -68,7 +69,10 @@ pub(crate) struct Live {
     /// The backend as the newest snapshot configures it (weight and the like may change while
     /// the identity stays).
     pub(crate) backend: ArcSwap<Backend>,
-    pub(crate) load: AtomicU64,
+    /// On cache lines of its own: every pick and every guard drop writes it, while picks on
+    /// other threads read the fields around it (flags, identity, configuration) to choose; on a
+    /// shared line each of those reads would miss after every write.
+    pub(crate) load: Padded<AtomicU64>,
     /// Holders: the identity map and every snapshot that lists the backend ([`LiveRef`]s).
     holders: AtomicUsize,
     pub(crate) successes: AtomicU64,
@@ -102,7 +106,7 @@ impl Live {
             key: backend.key(),
             addr: backend.addr(),
             backend: ArcSwap::from_pointee(backend.clone()),
-            load: AtomicU64::new(HELD),
+            load: Padded(AtomicU64::new(HELD)),
             holders: AtomicUsize::new(1),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),

@@ -196,7 +196,7 @@ impl Drop for Pick {
         }
         // The in-flight count itself is released when `self.live` drops, after this.
         if self.counted_total {
-            self.live.registry.total_in_flight.fetch_sub(1, Relaxed);
+            self.live.registry.total_in_flight.decrement();
         }
     }
 }

@@ -214,10 +214,13 @@ impl<'a> View<'a> {
 
     /// Requests in flight across the whole balancer. Maintained only for strategies whose
     /// [`Strategy::tracks_total_in_flight`](crate::Strategy::tracks_total_in_flight) is true;
-    /// zero otherwise.
+    /// zero otherwise. Each thread counts on a shard of its own (so that picks on two threads do
+    /// not write one cache line) and this sums the shards: while other threads pick it may miss
+    /// the requests that began or ended during the read, as one counter read a moment earlier
+    /// or later would.
     #[inline]
     pub fn total_in_flight(&self) -> u64 {
-        self.registry.total_in_flight.load(Relaxed)
+        self.registry.total_in_flight.sum()
     }
 
     /// Whether the view ignores health (panic mode).

@@ -16,7 +16,7 @@ use support::*;
 fn mm1_run(lambda: f64, mu: f64, requests: u64) -> sim::Run {
     let mut opts = Options::new(requests, 42);
     opts.check_in_flight = true;
-    run(&mm1(lambda, mu), "round-robin", &opts)
+    run(&mm1(lambda, mu), "round_robin", &opts)
 }
 
 #[test]
@@ -70,7 +70,8 @@ fn in_flight_counts_match_the_balancer_through_failures_and_membership_changes()
         let mut opts = Options::new(20_000, 3);
         opts.check_in_flight = true;
         for e in strategies::all() {
-            (e.run)(&builtin(name), &opts).unwrap_or_else(|err| panic!("{name}/{}: {err}", e.name));
+            e.run(&builtin(name), &opts)
+                .unwrap_or_else(|err| panic!("{name}/{}: {err}", e.name));
         }
     }
 }
@@ -137,7 +138,7 @@ fn charts_are_svg_and_name_every_strategy() {
 fn a_failing_backend_gets_almost_nothing_while_it_fails_and_traffic_returns_after() {
     let sc = builtin("failure-recovery");
     for e in strategies::all() {
-        let r = support::run(&sc, e.name, &Options::new(200_000, 1));
+        let r = support::run(&sc, &e.name, &Options::new(200_000, 1));
         let n = r.backends.len();
         let ei = r.backends.iter().position(|b| b == "e").unwrap();
         let tl = &r.timeline;
@@ -165,8 +166,8 @@ fn least_loaded_and_peak_ewma_cut_p99_versus_round_robin_when_one_backend_is_slo
     // slow backend. Round robin gives it a fifth of the traffic, 82 % of its capacity, and the
     // queue there sets the tail; the load-aware strategies shift traffic away and cut p99.
     let sc = builtin("slow-backend");
-    let rr = p99(&sc, "round-robin");
-    for s in ["p2c-least-loaded", "p2c-peak-ewma", "least-connections"] {
+    let rr = p99(&sc, "round_robin");
+    for s in ["p2c", "p2c_ewma", "least_conn"] {
         let got = summary(&sc, s, 200_000, 1);
         assert!(
             got.p99 < rr / 2.0,
@@ -177,8 +178,8 @@ fn least_loaded_and_peak_ewma_cut_p99_versus_round_robin_when_one_backend_is_slo
         assert!(slow < 0.15, "{s} sends {slow} to the slow backend");
     }
     // Peak-EWMA sees latency, not only queue length, so it avoids the slow backend hardest.
-    let ewma = summary(&sc, "p2c-peak-ewma", 200_000, 1);
-    let ll = summary(&sc, "p2c-least-loaded", 200_000, 1);
+    let ewma = summary(&sc, "p2c_ewma", 200_000, 1);
+    let ll = summary(&sc, "p2c", 200_000, 1);
     assert!(
         ewma.shares[4] < ll.shares[4],
         "{:?} vs {:?}",
@@ -192,13 +193,13 @@ fn weighted_strategies_follow_capacity_and_round_robin_overloads_the_small_backe
     let sc = builtin("heterogeneous");
     let weights = [1.0, 1.0, 2.0, 2.0, 4.0, 4.0];
     let total: f64 = weights.iter().sum();
-    for s in ["random", "weighted-round-robin"] {
+    for s in ["random", "weighted_round_robin"] {
         let got = summary(&sc, s, 200_000, 1);
         for (share, w) in got.shares.iter().zip(weights) {
             assert!((share - w / total).abs() < 0.01, "{s}: {:?}", got.shares);
         }
     }
-    let rr = summary(&sc, "round-robin", 200_000, 1);
+    let rr = summary(&sc, "round_robin", 200_000, 1);
     assert!(rr.shares.iter().all(|s| (s - 1.0 / 6.0).abs() < 0.001));
     assert!(rr.p99 > 2.0 * p99(&sc, "random"));
 }
@@ -208,16 +209,16 @@ fn consistent_hashing_moves_only_the_keys_it_must_and_round_robin_moves_most() {
     // Removing one of five backends must move its fifth of the keys; adding a fifth backend
     // must move the fifth of the keys it takes over. Anything key-oblivious moves about 4/5.
     let sc = builtin("membership-change");
-    let rr = summary(&sc, "round-robin", 200_000, 1);
+    let rr = summary(&sc, "round_robin", 200_000, 1);
     assert_eq!(rr.keys_moved.len(), 2);
     assert!(
         rr.keys_moved.iter().all(|&m| m > 0.7),
         "{:?}",
         rr.keys_moved
     );
-    for s in ["ketama", "maglev", "ip-hash"] {
+    for s in ["ketama", "maglev", "ip_hash"] {
         let got = summary(&sc, s, 200_000, 1);
-        let bound = if s == "ip-hash" { 1.0 } else { 0.26 };
+        let bound = if s == "ip_hash" { 1.0 } else { 0.26 };
         for &m in &got.keys_moved {
             assert!((0.17..bound).contains(&m), "{s}: {:?}", got.keys_moved);
         }
@@ -235,7 +236,7 @@ fn maglev_balances_uniform_keys_within_a_few_percent() {
 fn bounded_loads_cap_the_hot_keys_backend() {
     let sc = builtin("hot-keys");
     let plain = summary(&sc, "maglev", 200_000, 1);
-    let bounded = summary(&sc, "maglev-bounded", 200_000, 1);
+    let bounded = summary(&sc, "maglev bounded_load=1.25", 200_000, 1);
     // The hottest key alone is about 13 % of requests, more than a fair eighth.
     assert!(plain.max_over_mean > 1.5, "{}", plain.max_over_mean);
     assert!(bounded.max_over_mean < 1.3, "{}", bounded.max_over_mean);
@@ -260,10 +261,10 @@ fn fast_error_responses_draw_a_latency_balancer_into_failing_backends() {
     let responses = scenario::Scenario::from_toml(&text).unwrap();
     assert!(responses.backends[0].failures[0].kind == scenario::FailureKind::ErrorResponse);
     let errors = |sc: &scenario::Scenario, s: &str| summary(sc, s, 100_000, 1).error_rate;
-    assert!(errors(&responses, "p2c-peak-ewma") > errors(&refused, "p2c-peak-ewma") + 0.01);
+    assert!(errors(&responses, "p2c_ewma") > errors(&refused, "p2c_ewma") + 0.01);
     assert_eq!(
-        errors(&responses, "round-robin"),
-        errors(&refused, "round-robin")
+        errors(&responses, "round_robin"),
+        errors(&refused, "round_robin")
     );
 }
 
@@ -280,10 +281,10 @@ fn the_scenario_format_documented_in_lab_md_parses() {
     assert_eq!(sc.expanded().len(), 4);
     assert_eq!(
         sc.strategies.as_deref(),
-        Some(&["round-robin".to_owned(), "p2c-peak-ewma".to_owned()][..])
+        Some(&["round_robin".to_owned(), "p2c_ewma".to_owned()][..])
     );
     for e in strategies::for_scenario(&sc).unwrap() {
-        (e.run)(&sc, &Options::new(2_000, 1)).unwrap();
+        e.run(&sc, &Options::new(2_000, 1)).unwrap();
     }
 }
 
@@ -318,7 +319,7 @@ proptest::proptest! {
         let entry = &all[strategy % all.len()];
         let mut opts = Options::new(3_000, seed);
         opts.check_in_flight = true;
-        let r = (entry.run)(&sc, &opts).unwrap();
+        let r = entry.run(&sc, &opts).unwrap();
         proptest::prop_assert_eq!(r.requests, 3_000);
         proptest::prop_assert_eq!(
             r.latencies.len() as u64 + r.failures + r.unavailable,

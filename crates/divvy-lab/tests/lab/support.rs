@@ -29,7 +29,7 @@ pub fn run(sc: &Scenario, strategy: &str, opts: &Options) -> Run {
         .into_iter()
         .find(|e| e.name == strategy)
         .unwrap_or_else(|| panic!("no strategy `{strategy}` in the lab"));
-    (entry.run)(sc, opts).unwrap_or_else(|e| panic!("{e}"))
+    entry.run(sc, opts).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs `sc` with `strategy` and summarises it.

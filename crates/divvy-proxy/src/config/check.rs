@@ -353,34 +353,43 @@ impl Checker<'_> {
             ],
         );
         let strategy_value = self.string(t, path, "strategy");
-        let strategy = match &strategy_value {
-            None => StrategyKind::WeightedRoundRobin,
-            Some(s) => match StrategyKind::ALL.iter().find(|(n, _)| n == s.get_ref()) {
-                Some((_, k)) => *k,
-                None => {
-                    let names: Vec<&str> = StrategyKind::ALL.iter().map(|(n, _)| *n).collect();
+        // `None` when the name is unknown: that error is enough, the [hash] table is not judged.
+        let parsed = match &strategy_value {
+            None => Some(StrategyKind::WeightedRoundRobin),
+            Some(s) => match s.get_ref().parse::<StrategyKind>() {
+                Ok(k) => Some(k),
+                Err(_) => {
+                    let names: Vec<&str> = StrategyKind::ALL.iter().map(|k| k.name()).collect();
+                    let hint = if s.get_ref() == "hash" {
+                        " (nginx's `hash $key consistent` is `ketama`; `maglev` is the lookup table)"
+                    } else {
+                        ""
+                    };
                     let msg = format!(
-                        "unknown strategy `{}` (expected one of: {})",
+                        "unknown strategy `{}`{hint} (expected one of: {})",
                         s.get_ref(),
                         names.join(", ")
                     );
                     self.error(s.span(), &join(path, "strategy"), msg);
-                    StrategyKind::WeightedRoundRobin
+                    None
                 }
             },
         };
+        let strategy = parsed.unwrap_or(StrategyKind::WeightedRoundRobin);
+        let hashing = matches!(strategy, StrategyKind::Ketama | StrategyKind::Maglev);
         let hash = self.hash(t, path);
-        match (&hash, strategy, &strategy_value) {
-            (None, StrategyKind::Hash, Some(s)) if get(t, "hash").is_none() => {
-                let msg = format!("strategy `hash` needs a [{path}.hash] table with a `key`");
+        match (&hash, &strategy_value) {
+            _ if parsed.is_none() => {}
+            (None, Some(s)) if hashing && get(t, "hash").is_none() => {
+                let msg = format!("strategy `{strategy}` needs a [{path}.hash] table with a `key`");
                 self.error(s.span(), &join(path, "strategy"), msg);
             }
-            (Some(_), k, _) if k != StrategyKind::Hash => {
+            (Some(_), _) if !hashing => {
                 let span = get(t, "hash").map_or(span.clone(), |v| v.span());
                 self.error(
                     span,
                     &join(path, "hash"),
-                    "only used with strategy = \"hash\"",
+                    "only used with strategy = \"ketama\" or \"maglev\"",
                 );
             }
             _ => {}
@@ -438,7 +447,12 @@ impl Checker<'_> {
     fn hash(&mut self, t: &DeTable<'_>, path: &str) -> Option<HashConfig> {
         let (h, span) = self.table(t, path, "hash")?;
         let path = join(path, "hash");
-        self.keys(h, &path, &["key", "method", "bounded_load"]);
+        self.keys(h, &path, &["key", "bounded_load", "method"]);
+        if let Some(m) = get(h, "method") {
+            // Before the one strategy vocabulary the method lived here, under `strategy = "hash"`.
+            let msg = "no longer a field: the strategy names the method (`strategy = \"ketama\"` or `\"maglev\"`)";
+            self.error(m.span(), &join(&path, "method"), msg);
+        }
         let key = match self.string(h, &path, "key") {
             Some(k) => match parse_hash_key(k.get_ref()) {
                 Some(key) => Some(key),
@@ -458,18 +472,6 @@ impl Checker<'_> {
                 None
             }
         };
-        let method = match self.string(h, &path, "method") {
-            None => HashMethod::Ketama,
-            Some(m) => match m.get_ref().as_str() {
-                "ketama" => HashMethod::Ketama,
-                "maglev" => HashMethod::Maglev,
-                other => {
-                    let msg = format!("unknown hash method `{other}` (expected ketama or maglev)");
-                    self.error(m.span(), &join(&path, "method"), msg);
-                    HashMethod::Ketama
-                }
-            },
-        };
         let bounded_load = match self.number(h, &path, "bounded_load") {
             Some(n) if *n.get_ref() > 1.0 && n.get_ref().is_finite() => Some(*n.get_ref()),
             Some(n) => {
@@ -481,7 +483,6 @@ impl Checker<'_> {
         };
         Some(HashConfig {
             key: key?,
-            method,
             bounded_load,
         })
     }

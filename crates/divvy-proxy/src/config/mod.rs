@@ -7,6 +7,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use divvy::strategy::StrategyKind;
+
 mod check;
 mod diagnostic;
 mod reader;
@@ -67,9 +69,10 @@ pub struct Route {
 pub struct Upstream {
     /// The name hosts refer to.
     pub name: String,
-    /// How a server is chosen.
+    /// How a server is chosen: divvy's canonical strategy names (`weighted_round_robin`, the
+    /// default as in nginx, `least_conn`, `ketama`, …).
     pub strategy: StrategyKind,
-    /// The hash key and method, for `strategy = "hash"`.
+    /// The hash key, for `strategy = "ketama"` or `"maglev"`.
     pub hash: Option<HashConfig>,
     /// The proxy's own zone, for zone-aware failover (servers in this zone are preferred).
     pub zone: Option<String>,
@@ -149,57 +152,11 @@ pub enum DnsQuery {
     },
 }
 
-/// The strategies a config can name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StrategyKind {
-    /// `round_robin`: each server in turn, weights ignored.
-    RoundRobin,
-    /// `weighted_round_robin`: nginx's smooth weighted round robin (the default, as nginx).
-    WeightedRoundRobin,
-    /// `least_conn`: fewest requests in flight per weight.
-    LeastConn,
-    /// `ip_hash`: nginx's client-address hash.
-    IpHash,
-    /// `hash`: consistent hashing of a request key (see [`HashConfig`]).
-    Hash,
-    /// `random`: weighted random.
-    Random,
-    /// `p2c`: best of two random servers by requests in flight.
-    P2c,
-    /// `p2c_ewma`: best of two random servers by peak-EWMA latency.
-    P2cEwma,
-}
-
-impl StrategyKind {
-    /// Every strategy with its config name.
-    pub const ALL: [(&'static str, StrategyKind); 8] = [
-        ("round_robin", StrategyKind::RoundRobin),
-        ("weighted_round_robin", StrategyKind::WeightedRoundRobin),
-        ("least_conn", StrategyKind::LeastConn),
-        ("ip_hash", StrategyKind::IpHash),
-        ("hash", StrategyKind::Hash),
-        ("random", StrategyKind::Random),
-        ("p2c", StrategyKind::P2c),
-        ("p2c_ewma", StrategyKind::P2cEwma),
-    ];
-
-    /// The name used in config files.
-    pub fn name(self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map(|(n, _)| *n)
-            .unwrap_or("?")
-    }
-}
-
-/// Where the hash key of `strategy = "hash"` comes from, and how it is placed.
+/// Where the hash key of `strategy = "ketama"` or `"maglev"` comes from.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HashConfig {
     /// The request property that is hashed.
     pub key: HashKey,
-    /// Ring or table.
-    pub method: HashMethod,
     /// Bounded loads (Mirrokni et al.): no server takes more than this factor times the average
     /// load (e.g. 1.25). `None` is plain consistent hashing.
     pub bounded_load: Option<f64>,
@@ -218,15 +175,6 @@ pub enum HashKey {
     Uri,
     /// `client_ip`: the client's address.
     ClientIp,
-}
-
-/// Consistent-hashing placement.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashMethod {
-    /// Ketama ring with nginx's point placement (`hash $key consistent`).
-    Ketama,
-    /// Maglev lookup table.
-    Maglev,
 }
 
 /// One backend server.

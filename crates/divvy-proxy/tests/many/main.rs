@@ -51,10 +51,9 @@ fn config(etcd: &str) -> String {
         format!(
             r#"
 [upstream.{name}]
-strategy = "hash"
+strategy = "{name}"
 [upstream.{name}.hash]
 key = "uri"
-method = "{name}"
 [upstream.{name}.etcd]
 endpoints = ["{etcd}"]
 prefix = "{PREFIX}"

@@ -35,7 +35,7 @@ bogus = true
 #[test]
 fn check_reports_every_error_with_file_line_column_and_field() {
     let strategies =
-        "round_robin, weighted_round_robin, least_conn, ip_hash, hash, random, p2c, p2c_ewma";
+        "round_robin, weighted_round_robin, least_conn, ip_hash, ketama, maglev, random, p2c, p2c_ewma";
     assert_eq!(
         diagnostics(BROKEN),
         vec![
@@ -84,9 +84,10 @@ address = "127.0.0.1:8081"
             "test.toml:10:10: host[1].names[0]: duplicate host name `a.test` (first at line 5)",
             "test.toml:10:20: host[1].names[1]: invalid host name `x.*.test` (expected a name such as example.com or *.example.com)",
             "test.toml:11:11: host[1].default: a default host is already defined at line 6",
+            "test.toml:15:12: upstream.app.strategy: unknown strategy `hash` (nginx's `hash $key consistent` is `ketama`; `maglev` is the lookup table) (expected one of: round_robin, weighted_round_robin, least_conn, ip_hash, ketama, maglev, random, p2c, p2c_ewma)",
             "test.toml:16:16: upstream.app.fail_timeout: must be greater than zero",
             "test.toml:18:1: upstream.app.hash: missing `key`",
-            "test.toml:19:10: upstream.app.hash.method: unknown hash method `rendezvous` (expected ketama or maglev)",
+            r#"test.toml:19:10: upstream.app.hash.method: no longer a field: the strategy names the method (`strategy = "ketama"` or `"maglev"`)"#,
             "test.toml:20:16: upstream.app.hash.bounded_load: must be greater than 1.0 (e.g. 1.25), got 0.5",
         ]
     );

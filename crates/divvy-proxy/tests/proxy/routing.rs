@@ -46,7 +46,7 @@ async fn every_strategy_in_the_config_serves_requests() {
     let bs = backends(&["a", "b", "c"]).await;
     let c = client();
     let ketama = "[upstream.app.hash]\nkey = \"uri\"\n";
-    let maglev = "[upstream.app.hash]\nkey = \"uri\"\nmethod = \"maglev\"\nbounded_load = 1.5\n";
+    let maglev = "[upstream.app.hash]\nkey = \"uri\"\nbounded_load = 1.5\n";
     for (strategy, extra) in [
         ("round_robin", ""),
         ("weighted_round_robin", ""),
@@ -55,8 +55,8 @@ async fn every_strategy_in_the_config_serves_requests() {
         ("random", ""),
         ("p2c", ""),
         ("p2c_ewma", ""),
-        ("hash", ketama),
-        ("hash", maglev),
+        ("ketama", ketama),
+        ("maglev", maglev),
     ] {
         let toml = format!(
             "listen = [\"127.0.0.1:0\"]\n[[host]]\ndefault = true\nupstream = \"app\"\n\
@@ -74,7 +74,7 @@ async fn hash_by_header_keeps_each_key_on_one_backend() {
     let bs = backends(&["a", "b", "c"]).await;
     let toml = format!(
         "listen = [\"127.0.0.1:0\"]\n[[host]]\ndefault = true\nupstream = \"app\"\n\
-         [upstream.app]\nstrategy = \"hash\"\n[upstream.app.hash]\nkey = \"header:x-user\"\n{}",
+         [upstream.app]\nstrategy = \"ketama\"\n[upstream.app.hash]\nkey = \"header:x-user\"\n{}",
         servers("app", &bs, &[])
     );
     let p = proxy(&toml).await;

@@ -141,7 +141,8 @@ pub(crate) struct Registry {
     /// Backends ejected by the consecutive-failure rule, in the current set.
     pub(crate) outlier_ejected: AtomicU32,
     pub(crate) set_size: AtomicU32,
-    pub(crate) total_in_flight: AtomicU64,
+    /// Requests in flight for strategies that track a total, one shard per thread.
+    pub(crate) total_in_flight: crate::shard::ShardedCounter,
     /// The version of the set the counts describe; the balancer publishes that set's snapshot
     /// right after recounting, under the same lock.
     pub(crate) counted_version: AtomicU64,
@@ -158,7 +159,7 @@ impl Registry {
             total: TierCount::default(),
             outlier_ejected: AtomicU32::new(0),
             set_size: AtomicU32::new(0),
-            total_in_flight: AtomicU64::new(0),
+            total_in_flight: crate::shard::ShardedCounter::default(),
             counted_version: AtomicU64::new(0),
             subscribers: RwLock::new(Vec::new()),
         }

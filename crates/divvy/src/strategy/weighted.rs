@@ -7,8 +7,8 @@
 //! the chosen one. For fixed weights the sequence is periodic with period `Σ weight`, so divvy
 //! computes one period when the set is published and a pick is a table lookup.
 
+use crate::shard::ChunkedTurns;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::context::Context;
 use crate::error::UpdateError;
@@ -114,13 +114,21 @@ impl Default for WeightedRoundRobin {
 
 // === impl Schedule ===
 
-/// One period of the smooth weighted sequence of a backend set, and the shared cursor into it.
+/// One period of the smooth weighted sequence of a backend set, and the cursor into it.
+///
+/// The cursor hands each thread chunks of consecutive positions (see [`ChunkedTurns`]): one
+/// thread alone follows nginx's sequence exactly; threads picking at once each follow their own
+/// runs of it, as nginx's worker processes each keep their own weighted round-robin state. A
+/// chunk is whole periods plus one position, so each thread's share stays the weights'.
 pub struct Schedule {
     order: Indices,
     len: FastMod,
     backends: usize,
     exact: bool,
-    cursor: Padded,
+    cursor: ChunkedTurns,
+    /// Positions per chunk: whole periods to reach 64, plus one, so that chunks taken one after
+    /// another start one position apart rather than all at the period's start.
+    chunk: u64,
 }
 
 impl Schedule {
@@ -151,11 +159,6 @@ impl fmt::Debug for Schedule {
     }
 }
 
-/// The cursor on a cache line of its own: every pick writes it, and sharing a line with the
-/// read-only schedule header would make every pick miss on that header too.
-#[repr(align(128))]
-struct Padded(AtomicU64);
-
 // === impl WeightedRoundRobin ===
 
 impl Strategy for WeightedRoundRobin {
@@ -169,12 +172,14 @@ impl Strategy for WeightedRoundRobin {
         let weights = checked_weights(NAME, backends)?;
         let (weights, exact) = fit_weights(&weights, self.max_schedule_len);
         let order = smooth_cycle(&weights);
+        let order_len = order.len() as u64;
         Ok(Schedule {
             len: FastMod::new(order.len() as u64),
             order: Indices::new(order, backends.len()),
             backends: backends.len(),
             exact,
-            cursor: Padded(AtomicU64::new(0)),
+            cursor: ChunkedTurns::default(),
+            chunk: (order_len * 64u64.div_ceil(order_len)) + 1,
         })
     }
 
@@ -184,7 +189,7 @@ impl Strategy for WeightedRoundRobin {
             // Never the case for a balancer's own view; stay correct for a caller that mixes sets.
             return scan_from(view, 0);
         }
-        let c = s.cursor.0.fetch_add(1, Relaxed);
+        let c = s.cursor.take(s.chunk);
         let first = s.order.get(s.len.rem(c) as usize);
         if view.is_available(first) && slow_start_admits(view, first, || mix64(c) as u32) {
             return Some(first);
